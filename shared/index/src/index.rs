@@ -248,6 +248,20 @@ impl Bucket {
 
 type BucketBox = GeomWithData<Rectangle<[f64; 3]>, u32>;
 
+/// Wider nodes than rstar's default (6): a query walks fewer levels, and each level's
+/// children sit together in memory, so a cache-cold query takes fewer misses.
+struct TreeParams;
+
+impl rstar::RTreeParams for TreeParams {
+    const MIN_SIZE: usize = MIN_NODE;
+    const MAX_SIZE: usize = MAX_NODE;
+    const REINSERTION_COUNT: usize = REINSERT;
+    type DefaultInsertionStrategy = rstar::RStarInsertionStrategy;
+}
+const MIN_NODE: usize = 6;
+const MAX_NODE: usize = 16;
+const REINSERT: usize = 4;
+
 #[derive(Default)]
 struct Directory {
     table: HashTable<u32>,
@@ -331,7 +345,7 @@ fn unpack_loc(loc: u64) -> (u32, u32) {
 
 #[derive(Default)]
 struct Spatial {
-    tree: RTree<BucketBox>,
+    tree: RTree<BucketBox, TreeParams>,
     keys: FxHashMap<BucketKey, u32>,
     buckets: Vec<RwLock<Bucket>>,
 }
@@ -400,6 +414,73 @@ impl PartialOrd for Candidate {
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.d2.total_cmp(&other.d2)
+    }
+}
+
+/// Rings of grid cells the fast path of a nearest query scans before handing over to the
+/// R-tree (3 rings = a 7 × 7 block, about 1 km wide at the default level).
+const MAX_RINGS: u32 = 3;
+
+/// The state of one nearest query: the best `k` so far in a max-heap.
+struct Knn<'f, F> {
+    q: [f64; 3],
+    k: usize,
+    max2: f64,
+    filter: &'f Filter,
+    keep: F,
+    best: BinaryHeap<Candidate>,
+    /// Bit `h % 64` is set for every handle pushed: makes the duplicate check free when it
+    /// cannot matter.
+    seen: u64,
+}
+
+impl<F: FnMut(u32) -> bool> Knn<'_, F> {
+    /// The k-th best squared chord, once there are k.
+    fn kth(&self) -> Option<f64> {
+        if self.best.len() == self.k {
+            self.best.peek().map(|c| c.d2)
+        } else {
+            None
+        }
+    }
+
+    fn scan(&mut self, b: &Bucket) {
+        for (i, slot) in b.hot.iter().enumerate() {
+            if !self.filter.accepts(slot.packed) {
+                continue;
+            }
+            let d2 = chord2(&slot.xyz, &self.q);
+            if d2 > self.max2 || self.kth().is_some_and(|k2| d2 >= k2) {
+                continue;
+            }
+            if !(self.keep)(slot.handle) {
+                continue;
+            }
+            let candidate = Candidate {
+                d2,
+                handle: slot.handle,
+                packed: slot.packed,
+                cold: b.cold[i],
+            };
+            // An entry that moved into a bucket not yet scanned can be met twice; keep its
+            // nearer sighting.
+            let bit = 1u64 << (slot.handle % 64);
+            if self.seen & bit != 0 && self.best.iter().any(|c| c.handle == slot.handle) {
+                let mut v = std::mem::take(&mut self.best).into_vec();
+                if let Some(c) = v.iter_mut().find(|c| c.handle == slot.handle) {
+                    if candidate.d2 < c.d2 {
+                        *c = candidate;
+                    }
+                }
+                self.best = BinaryHeap::from(v);
+                continue;
+            }
+            self.seen |= bit;
+            self.best.push(candidate);
+            if self.best.len() > self.k {
+                self.best.pop();
+            }
+        }
     }
 }
 
@@ -482,7 +563,7 @@ impl Index {
                     .push(slot, cold);
                 shape.dir.set_loc(handle, number, s);
             }
-            shape.spatial.tree = RTree::bulk_load(boxes);
+            shape.spatial.tree = RTree::bulk_load_with_params(boxes);
         }
         Ok(index)
     }
@@ -740,7 +821,8 @@ impl Index {
         filter: &Filter,
         max_distance_m: Option<f64>,
     ) -> Vec<Neighbor> {
-        self.nearest_where(at, k, filter, max_distance_m, |_| true)
+        let shape = self.shape.read();
+        self.nearest_in(&shape, at, k, filter, max_distance_m, |_| true)
     }
 
     /// Like [`Index::nearest`], with an extra predicate on the id, asked only of entries
@@ -754,63 +836,99 @@ impl Index {
         max_distance_m: Option<f64>,
         mut keep: impl FnMut(&EntryId) -> bool,
     ) -> Vec<Neighbor> {
+        let shape = self.shape.read();
+        self.nearest_in(&shape, at, k, filter, max_distance_m, |h| {
+            keep(shape.dir.name(h))
+        })
+    }
+
+    fn nearest_in(
+        &self,
+        shape: &Shape,
+        at: &Position,
+        k: usize,
+        filter: &Filter,
+        max_distance_m: Option<f64>,
+        keep: impl FnMut(u32) -> bool,
+    ) -> Vec<Neighbor> {
         if k == 0 {
             return Vec::new();
         }
         let q = at.to_unit();
         let max2 = max_distance_m.map_or(f64::INFINITY, m_to_chord2);
-        let shape = self.shape.read();
-        let mut best: BinaryHeap<Candidate> = BinaryHeap::with_capacity(k.min(1024) + 1);
-        let mut seen = 0u64;
-        for (bucket_box, lower2) in shape.spatial.tree.nearest_neighbor_iter_with_distance_2(&q) {
-            if lower2 > max2 || (best.len() == k && best.peek().is_some_and(|c| lower2 > c.d2)) {
-                break;
-            }
-            let b = shape.spatial.buckets[bucket_box.data as usize].read();
-            for (i, slot) in b.hot.iter().enumerate() {
-                if !filter.accepts(slot.packed) {
-                    continue;
+        let mut knn = Knn {
+            q,
+            k,
+            max2,
+            filter,
+            keep,
+            best: BinaryHeap::with_capacity(k.min(1024) + 1),
+            seen: 0,
+        };
+        if !self.nearest_by_rings(shape, &mut knn) {
+            knn.best.clear();
+            knn.seen = 0;
+            for (bucket_box, lower2) in shape.spatial.tree.nearest_neighbor_iter_with_distance_2(&q)
+            {
+                if lower2 > max2 || knn.kth().is_some_and(|d2| lower2 > d2) {
+                    break;
                 }
-                let d2 = chord2(&slot.xyz, &q);
-                if d2 > max2 || (best.len() == k && best.peek().is_some_and(|c| d2 >= c.d2)) {
-                    continue;
-                }
-                if !keep(shape.dir.name(slot.handle)) {
-                    continue;
-                }
-                let candidate = Candidate {
-                    d2,
-                    handle: slot.handle,
-                    packed: slot.packed,
-                    cold: b.cold[i],
-                };
-                // An entry that moved into a bucket not yet scanned can be met twice; keep
-                // its nearer sighting. The bit mask makes the check free when it cannot be.
-                let bit = 1u64 << (slot.handle % 64);
-                if seen & bit != 0 && best.iter().any(|c| c.handle == slot.handle) {
-                    let mut v = std::mem::take(&mut best).into_vec();
-                    if let Some(c) = v.iter_mut().find(|c| c.handle == slot.handle) {
-                        if candidate.d2 < c.d2 {
-                            *c = candidate;
-                        }
-                    }
-                    best = BinaryHeap::from(v);
-                    continue;
-                }
-                seen |= bit;
-                best.push(candidate);
-                if best.len() > k {
-                    best.pop();
-                }
+                knn.scan(&shape.spatial.buckets[bucket_box.data as usize].read());
             }
         }
-        best.into_sorted_vec()
+        knn.best
+            .into_sorted_vec()
             .into_iter()
             .map(|c| Neighbor {
                 entry: entry_of(shape.dir.name(c.handle).clone(), c.packed, &c.cold),
                 distance_m: chord2_to_m(c.d2),
             })
             .collect()
+    }
+
+    /// The fast path of a nearest query: scan the query's grid cell, then the rings of
+    /// cells around it, until the k-th best distance is below the distance to the edge of
+    /// the scanned block (so nothing outside can beat it). The cells are looked up
+    /// directly, with no tree walk, which is what keeps a cache-cold query cheap. Returns
+    /// false, having decided nothing, when the block would cross a cube-face edge or grow
+    /// past a few rings (sparse areas); the R-tree answers those.
+    fn nearest_by_rings<F: FnMut(u32) -> bool>(&self, shape: &Shape, knn: &mut Knn<'_, F>) -> bool {
+        let grid = bucket::Grid::new(self.level);
+        let (face, i0, j0) = grid.cell_of(&knn.q);
+        let scan = |knn: &mut Knn<'_, F>, key: BucketKey| {
+            if let Some(&b) = shape.spatial.keys.get(&key) {
+                knn.scan(&shape.spatial.buckets[b as usize].read());
+            }
+        };
+        // The query's own cell, then only those neighbours that could still hold a better
+        // candidate, nearest side first: in dense areas most of the ring is skipped.
+        let Some(block) = grid.block(face, i0, j0, 1) else {
+            return false;
+        };
+        scan(knn, bucket::Grid::key(face, i0, j0));
+        for (bound, key) in grid.neighbours(face, i0, j0, &knn.q) {
+            if bound > knn.max2 || knn.kth().is_some_and(|d2| d2 <= bound) {
+                break;
+            }
+            scan(knn, key);
+        }
+        let outside2 = grid.chord2_outside(&block, &knn.q);
+        if outside2 > knn.max2 || knn.kth().is_some_and(|d2| d2 <= outside2) {
+            return true;
+        }
+        for r in 2..=MAX_RINGS {
+            let Some(block) = grid.block(face, i0, j0, r) else {
+                return false;
+            };
+            for key in grid.ring(face, i0, j0, r) {
+                scan(knn, key);
+            }
+            let outside2 = grid.chord2_outside(&block, &knn.q);
+            if outside2 > knn.max2 || knn.kth().is_some_and(|d2| d2 <= outside2) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Every entry passing `filter` within `radius_m` of `at`, nearest first.

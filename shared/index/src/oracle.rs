@@ -137,7 +137,8 @@ pub fn check_nearest(
 }
 
 /// The benchmark city: a 60 × 60 km box around Seoul, 70 % of entries in five hotspots
-/// (normal around a centre, σ 1.5–3 km), 30 % uniform; statuses 60 % available, 10 %
+/// (normal around a district centre, σ 2.5–4 km: Gangnam-sized districts, about 2,000
+/// entries per km² at their peak), 30 % uniform; statuses 60 % available, 10 %
 /// offered, 10 % busy, 20 % offline; four vehicle classes; 4 or 6 seats. Fixed seed.
 pub struct Metro {
     rng: ChaCha8Rng,
@@ -153,11 +154,11 @@ impl Metro {
             rng: ChaCha8Rng::seed_from_u64(seed),
             // (lat, lng, sigma in metres): Gangnam, Jongno, Yeouido, Jamsil, Incheon airport road.
             hotspots: [
-                (37.498, 127.028, 2_000.0),
-                (37.570, 126.983, 1_500.0),
-                (37.525, 126.925, 1_800.0),
-                (37.511, 127.098, 2_500.0),
-                (37.480, 126.750, 3_000.0),
+                (37.498, 127.028, 3_000.0),
+                (37.570, 126.983, 2_500.0),
+                (37.525, 126.925, 2_500.0),
+                (37.511, 127.098, 3_500.0),
+                (37.480, 126.750, 4_000.0),
             ],
         }
     }
