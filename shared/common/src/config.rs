@@ -1,0 +1,674 @@
+//! The one configuration model of every geomatch process.
+//!
+//! Values come from, in increasing precedence:
+//! 1. the built-in defaults (the `Default` impls below),
+//! 2. an optional TOML file (`--config FILE` or `GEOMATCH_CONFIG`),
+//! 3. environment variables `GEOMATCH__SECTION__KEY`, e.g. `GEOMATCH__SERVER__PORT=9000`.
+//!
+//! Unknown keys are refused, so a misspelt variable fails at start-up instead of being
+//! silently ignored, and every error names the key and where its value came from.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment, Source,
+};
+use geomatch_index::{Index, IndexConfig, IndexError};
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+/// Prefix of the environment variables read; `__` also separates section from key.
+pub const ENV_PREFIX: &str = "GEOMATCH__";
+
+/// JWT signing secret used when none is configured. Refused in Redis mode, which is how
+/// geomatch is deployed; fine for a laptop.
+pub const DEV_JWT_SECRET: &str = "INSECURE-DEV-ONLY-geomatch-jwt-secret-do-not-deploy";
+
+/// Largest accepted `server.max_body_bytes` (64 MiB): larger bodies belong in a bulk
+/// import job, not in a request.
+pub const MAX_BODY_BYTES_LIMIT: usize = 64 * 1024 * 1024;
+const MAX_WORKERS: usize = 1024;
+const MAX_SHUTDOWN_TIMEOUT_S: u64 = 3600;
+const MAX_POOL_SIZE: usize = 1024;
+const MAX_TIMEOUT_MS: u64 = 60_000;
+/// HS256 wants a key at least as long as its 256-bit output.
+const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Everything a geomatch process can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    /// Where shared state lives: in this process, or in Redis so replicas share it.
+    pub mode: Mode,
+    /// Used in [`Mode::Redis`] only.
+    pub redis: RedisSettings,
+    /// The in-memory index of drivers and profiles.
+    pub index: IndexConfig,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind; `0.0.0.0` so the port is reachable inside a container.
+    pub host: String,
+    /// Port to bind; 0 asks the OS for a free one (tests use it).
+    pub port: u16,
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// HTTP worker threads; 0 means one per available core.
+    pub workers: usize,
+    /// How long in-flight requests may run after a stop signal before they are dropped.
+    /// Keep it below the orchestrator's grace period (Kubernetes: 30 s).
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "0.0.0.0".to_owned(),
+            port: 8080,
+            max_body_bytes: 64 * 1024,
+            workers: 0,
+            shutdown_timeout_s: 25,
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.host.trim().is_empty() {
+            return Err(invalid("server.host", "must not be empty"));
+        }
+        check_range(
+            "server.max_body_bytes",
+            self.max_body_bytes,
+            1,
+            MAX_BODY_BYTES_LIMIT,
+        )?;
+        check_range("server.workers", self.workers, 0, MAX_WORKERS)?;
+        check_range(
+            "server.shutdown_timeout_s",
+            self.shutdown_timeout_s,
+            0,
+            MAX_SHUTDOWN_TIMEOUT_S,
+        )
+    }
+}
+
+/// Where shared state lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One process holds everything in memory: the simplest deployment and the fastest.
+    #[default]
+    Embedded,
+    /// Services run as separate processes and share state through Redis.
+    Redis,
+}
+
+/// The Redis connection pool (Redis mode).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://`, `rediss://` (TLS) or `redis+unix://` URL; may carry a password, so
+    /// `Debug` redacts it.
+    pub url: String,
+    /// Connections kept per process.
+    pub pool_size: usize,
+    /// Time allowed to open a new connection.
+    pub connect_timeout_ms: u64,
+    /// Time a request may wait for a free pooled connection before failing fast.
+    pub wait_timeout_ms: u64,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            pool_size: 16,
+            connect_timeout_ms: 500,
+            wait_timeout_ms: 500,
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.wait_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        const SCHEMES: [&str; 4] = ["redis://", "rediss://", "redis+unix://", "unix://"];
+        if !SCHEMES.iter().any(|scheme| self.url.starts_with(scheme)) {
+            return Err(invalid(
+                "redis.url",
+                format!(
+                    "must start with one of {}, got {:?}",
+                    SCHEMES.join(", "),
+                    redact_url(&self.url)
+                ),
+            ));
+        }
+        check_range("redis.pool_size", self.pool_size, 1, MAX_POOL_SIZE)?;
+        check_range(
+            "redis.connect_timeout_ms",
+            self.connect_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )?;
+        check_range(
+            "redis.wait_timeout_ms",
+            self.wait_timeout_ms,
+            1,
+            MAX_TIMEOUT_MS,
+        )
+    }
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redact_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("wait_timeout_ms", &self.wait_timeout_ms)
+            .finish()
+    }
+}
+
+/// Replaces the user-info part of a URL (`user:password@`) so it can be logged.
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => format!(
+            "{}[redacted]{}",
+            &url[..scheme_end],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter: a level (`info`) or directives (`info,geomatch=debug`).
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Plain,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl LogSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        EnvFilter::try_new(&self.level).map(drop).map_err(|e| {
+            invalid(
+                "log.level",
+                format!("{:?} is not a filter: {e}", self.level),
+            )
+        })
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Plain,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Tokens clients present (riders, drivers, profiles).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 signing secret, at least 32 bytes.
+    pub jwt_secret: Secret,
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            jwt_secret: Secret::new(DEV_JWT_SECRET),
+            issuer: "geomatch".to_owned(),
+            audience: "geomatch".to_owned(),
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Whether the built-in development secret is in use (worth a warning at start-up).
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret.expose() == DEV_JWT_SECRET
+    }
+
+    fn validate(&self, mode: Mode) -> Result<(), ConfigError> {
+        let secret_len = self.jwt_secret.expose().len();
+        if secret_len < MIN_JWT_SECRET_BYTES {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes, got {secret_len}"),
+            ));
+        }
+        if mode == Mode::Redis && self.uses_dev_secret() {
+            return Err(invalid(
+                "auth.jwt_secret",
+                "the built-in development secret is refused in redis mode; \
+                 set GEOMATCH__AUTH__JWT_SECRET",
+            ));
+        }
+        if self.issuer.is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        if self.audience.is_empty() {
+            return Err(invalid("auth.audience", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// A string that must not end up in logs: `Debug` prints `[redacted]`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; call it only where the value is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Settings {
+    /// Loads the settings: defaults, then `file` if given, then `GEOMATCH__…` environment
+    /// variables; then checks every range. Call once at start-up.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        if let Some(path) = file {
+            // Checked here so a wrong path gets its own message rather than a parse error.
+            std::fs::metadata(path).map_err(|source| ConfigError::File {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        Self::from_figment(&Self::figment(file))
+    }
+
+    /// The layered sources, without extracting them; [`Settings::load`] is the usual entry.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            // `file_exact`: `Toml::file` would also search parent directories.
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Extracts and validates settings from any figment (tests build their own).
+    pub fn from_figment(figment: &Figment) -> Result<Self, ConfigError> {
+        let settings: Settings = figment.extract().map_err(ConfigError::from_figment)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot: ranges, URL schemes, filter syntax.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.redis.validate()?;
+        validate_index(&self.index)?;
+        self.log.validate()?;
+        self.auth.validate(self.mode)
+    }
+}
+
+/// The index crate owns its ranges; building an (empty, cheap) index checks them without
+/// copying its limits here.
+fn validate_index(config: &IndexConfig) -> Result<(), ConfigError> {
+    match Index::new(*config) {
+        Ok(_) => Ok(()),
+        Err(e @ IndexError::BadResolution(_)) => Err(invalid("index.cell_resolution", e)),
+        Err(e @ IndexError::BadBucketLevel(_)) => Err(invalid("index.bucket_level", e)),
+        Err(e) => Err(invalid("index", e)),
+    }
+}
+
+fn check_range<T>(key: &'static str, value: T, min: T, max: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + fmt::Display,
+{
+    if value < min || value > max {
+        return Err(invalid(
+            key,
+            format!("must be in {min}..={max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
+fn invalid(key: &'static str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_string(),
+    }
+}
+
+/// Why settings could not be loaded. The message always names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value that does not parse, has the wrong type, or a key that does not exist.
+    #[error("{}", problems.join("; "))]
+    Load { problems: Vec<String> },
+    /// A value that parses but is out of range.
+    #[error("invalid configuration value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfigError {
+    fn from_figment(error: figment::Error) -> Self {
+        let problems = error.into_iter().map(|e| describe(&e)).collect();
+        ConfigError::Load { problems }
+    }
+}
+
+/// One figment error as "invalid configuration value for `server.port` (environment
+/// variable GEOMATCH__SERVER__PORT): invalid type: …".
+fn describe(error: &figment::Error) -> String {
+    let origin = error.metadata.as_ref().map(|md| match &md.source {
+        Some(Source::File(path)) => format!("TOML file {}", path.display()),
+        _ if md.name.contains("environment") && !error.path.is_empty() => format!(
+            "environment variable {ENV_PREFIX}{}",
+            error.path.join("__").to_uppercase()
+        ),
+        _ => md.name.to_string(),
+    });
+    let mut out = if error.path.is_empty() {
+        "invalid configuration".to_owned()
+    } else {
+        format!("invalid configuration value for `{}`", error.path.join("."))
+    };
+    if let Some(origin) = origin {
+        out.push_str(&format!(" ({origin})"));
+    }
+    out.push_str(&format!(": {}", error.kind));
+    out
+}
+
+#[cfg(test)]
+// `figment::Jail` closures return `figment::Error`, a large type; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, file: Option<&str>) -> Result<Settings, ConfigError> {
+        let path = file.map(|f| jail.directory().join(f));
+        Settings::load(path.as_deref())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_configured() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let settings = load_in(jail, None).expect("defaults are valid");
+
+            assert_eq!(settings, Settings::default());
+            assert_eq!(settings.server.host, "0.0.0.0");
+            assert_eq!(settings.server.port, 8080);
+            assert_eq!(settings.server.max_body_bytes, 64 * 1024);
+            assert_eq!(settings.server.workers, 0);
+            assert_eq!(settings.mode, Mode::Embedded);
+            assert_eq!(settings.redis.url, "redis://127.0.0.1:6379");
+            assert_eq!(settings.redis.connect_timeout_ms, 500);
+            assert_eq!(settings.redis.wait_timeout_ms, 500);
+            assert_eq!(settings.index, IndexConfig::default());
+            assert_eq!(settings.log.format, LogFormat::Plain);
+            assert_eq!(settings.log.level, "info");
+            assert!(settings.auth.uses_dev_secret());
+            assert_eq!(settings.auth.issuer, "geomatch");
+            assert_eq!(settings.auth.audience, "geomatch");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_file_overrides_defaults_and_leaves_the_rest() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file(
+                "geomatch.toml",
+                r#"
+                mode = "redis"
+                [server]
+                port = 9001
+                [redis]
+                url = "redis://cache:6380"
+                pool_size = 4
+                [index]
+                cell_resolution = 8
+                [log]
+                format = "json"
+                [auth]
+                jwt_secret = "a-production-secret-of-at-least-32-bytes"
+                "#,
+            )?;
+            let settings = load_in(jail, Some("geomatch.toml")).expect("file is valid");
+
+            assert_eq!(settings.mode, Mode::Redis);
+            assert_eq!(settings.server.port, 9001);
+            assert_eq!(settings.server.host, "0.0.0.0", "unset keys keep defaults");
+            assert_eq!(settings.redis.url, "redis://cache:6380");
+            assert_eq!(settings.redis.pool_size, 4);
+            assert_eq!(settings.redis.wait_timeout_ms, 500);
+            assert_eq!(settings.index.cell_resolution, 8);
+            assert_eq!(settings.index.bucket_level, 16);
+            assert_eq!(settings.log.format, LogFormat::Json);
+            assert!(!settings.auth.uses_dev_secret());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_variables_override_the_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("geomatch.toml", "[server]\nport = 9001\nworkers = 2\n")?;
+            jail.set_env("GEOMATCH__SERVER__PORT", "9000");
+            jail.set_env("GEOMATCH__LOG__LEVEL", "debug,h3o=warn");
+            jail.set_env("GEOMATCH__INDEX__BUCKET_LEVEL", "18");
+            let settings = load_in(jail, Some("geomatch.toml")).expect("valid");
+
+            assert_eq!(settings.server.port, 9000);
+            assert_eq!(
+                settings.server.workers, 2,
+                "file value kept when env is silent"
+            );
+            assert_eq!(settings.log.level, "debug,h3o=warn");
+            assert_eq!(settings.index.bucket_level, 18);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_is_reported_with_its_key_and_source() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("GEOMATCH__SERVER__PORT", "eighty");
+            let message = load_in(jail, None).unwrap_err().to_string();
+
+            assert!(message.contains("`server.port`"), "{message}");
+            assert!(message.contains("GEOMATCH__SERVER__PORT"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_port_above_65535_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("GEOMATCH__SERVER__PORT", "70000");
+            let message = load_in(jail, None).unwrap_err().to_string();
+
+            assert!(message.contains("`server.port`"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_rather_than_ignored() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("GEOMATCH__SERVER__PROT", "9000");
+            let message = load_in(jail, None).unwrap_err().to_string();
+
+            assert!(message.contains("prot"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_file() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("geomatch.toml", "mode = \"cluster\"\n")?;
+            let message = load_in(jail, Some("geomatch.toml"))
+                .unwrap_err()
+                .to_string();
+
+            assert!(message.contains("`mode`"), "{message}");
+            assert!(message.contains("geomatch.toml"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            let message = load_in(jail, Some("absent.toml")).unwrap_err().to_string();
+
+            assert!(message.contains("absent.toml"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_with_their_key() {
+        let cases = [
+            ("GEOMATCH__REDIS__POOL_SIZE", "0", "redis.pool_size"),
+            (
+                "GEOMATCH__SERVER__MAX_BODY_BYTES",
+                "0",
+                "server.max_body_bytes",
+            ),
+            (
+                "GEOMATCH__REDIS__CONNECT_TIMEOUT_MS",
+                "0",
+                "redis.connect_timeout_ms",
+            ),
+            ("GEOMATCH__REDIS__URL", "http://cache", "redis.url"),
+            (
+                "GEOMATCH__INDEX__CELL_RESOLUTION",
+                "16",
+                "index.cell_resolution",
+            ),
+            ("GEOMATCH__INDEX__BUCKET_LEVEL", "30", "index.bucket_level"),
+            ("GEOMATCH__LOG__LEVEL", "info,=nonsense[", "log.level"),
+            ("GEOMATCH__AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
+        ];
+        for (var, value, key) in cases {
+            Jail::expect_with(|jail| {
+                jail.clear_env();
+                jail.set_env(var, value);
+                let message = load_in(jail, None).unwrap_err().to_string();
+
+                assert!(message.contains(&format!("`{key}`")), "{var}: {message}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn redis_mode_refuses_the_development_secret() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("GEOMATCH__MODE", "redis");
+            let message = load_in(jail, None).unwrap_err().to_string();
+
+            assert!(message.contains("`auth.jwt_secret`"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let mut settings = Settings::default();
+        settings.redis.url = "redis://user:hunter2@cache:6379/0".to_owned();
+        let printed = format!("{settings:?}");
+
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("redis://[redacted]@cache:6379/0"),
+            "{printed}"
+        );
+        assert!(!printed.contains(DEV_JWT_SECRET), "{printed}");
+    }
+
+    #[test]
+    fn urls_without_credentials_are_logged_unchanged() {
+        assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(redact_url("rediss://:pw@h/1"), "rediss://[redacted]@h/1");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+}

@@ -1,0 +1,57 @@
+//! What every geomatch service shares, so that all of them configure, fail, log and
+//! report the same way.
+//!
+//! # Layout
+//! - [`config`]: [`Settings`], loaded from defaults, a TOML file and `GEOMATCH__…`
+//!   environment variables, validated at start-up.
+//! - [`error`]: the one error body (RFC 9457 problem+json with a stable `code`),
+//!   [`ApiError`], and the [`ErrorCode`] trait domain errors implement.
+//! - [`http`]: body limits and extractor error handlers for the whole app.
+//! - [`telemetry`]: logging set-up, request ids and the per-request span.
+//! - [`metrics`]: the Prometheus registry, HTTP metrics by route pattern, `/metrics`.
+//! - [`health`]: `/health/live` and `/health/ready` with a pluggable readiness check.
+//!
+//! A binary assembles them in this order (outermost middleware last):
+//!
+//! ```text
+//! App::new()
+//!     .configure(|cfg| http::configure(cfg, settings.server.max_body_bytes))
+//!     .configure(|cfg| health::configure(cfg, readiness))
+//!     .configure(|cfg| metrics::configure(cfg, metrics.clone()))
+//!     .configure(location_ingest::configure) // …and the other services
+//!     .wrap(from_fn(error::problem_responses))
+//!     .wrap(http::BodyLimit::new(settings.server.max_body_bytes))
+//!     .wrap(metrics.middleware())
+//!     .wrap(from_fn(telemetry::request_context))
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+
+pub use config::{LogFormat, LogSettings, Mode, Settings};
+pub use error::{ApiError, ErrorCode, Problem};
+pub use health::{NotReady, Readiness};
+pub use metrics::Metrics;
+pub use telemetry::RequestId;
+
+use serde::{Deserialize, Serialize};
+
+/// Body of each service's `GET /v1/<service>/info`: which service answered, which build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub service: String,
+    pub version: String,
+}
+
+impl ServiceInfo {
+    pub fn new(service: &str, version: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            version: version.to_owned(),
+        }
+    }
+}

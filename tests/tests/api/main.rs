@@ -1,0 +1,6 @@
+//! End-to-end tests over loopback HTTP. One binary: `cargo test -p geomatch-e2e`.
+
+mod errors;
+mod health;
+mod metrics;
+mod services;
