@@ -3,11 +3,80 @@
 //!
 //! Logs are off unless `TEST_LOG` is set (`TEST_LOG=debug cargo test -p geomatch-e2e`).
 
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use geomatch::{Application, Services};
-use geomatch_common::{telemetry, LogFormat, LogSettings, Settings};
+use geomatch_common::auth::{Authenticator, Role};
+use geomatch_common::config::Secret;
+use geomatch_common::{telemetry, LogFormat, LogSettings, Mode, Settings};
 use reqwest::{header::CONTENT_TYPE, Response};
+use serde_json::Value;
+
+/// The signing secret of test servers (32+ bytes, not the development default).
+pub const TEST_JWT_SECRET: &str = "e2e-test-secret-0123456789-abcdefghij";
+
+/// A private `redis-server` for one test: its own unix socket and data directory, no
+/// persistence; killed when dropped.
+pub struct RedisServer {
+    child: Child,
+    dir: PathBuf,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("geomatch-e2e-redis-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let socket = dir.join("redis.sock");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--unixsocketperm",
+                "700",
+            ])
+            .arg("--unixsocket")
+            .arg(&socket)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (tests/run.sh installs it)");
+        let started = Instant::now();
+        while !socket.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        RedisServer {
+            child,
+            url: format!("redis+unix://{}", socket.display()),
+            dir,
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
 
 /// Body limit of the test server: small, so oversized bodies are cheap to send.
 pub const TEST_MAX_BODY_BYTES: usize = 4 * 1024;
@@ -17,6 +86,9 @@ pub struct TestApp {
     /// `http://127.0.0.1:<port>`.
     pub address: String,
     pub client: reqwest::Client,
+    /// The Redis this app uses, in Redis mode.
+    pub redis: Option<std::sync::Arc<RedisServer>>,
+    auth: Authenticator,
 }
 
 /// Settings for a test server: loopback, free port, one worker, small body limit.
@@ -27,7 +99,34 @@ pub fn test_settings() -> Settings {
     settings.server.workers = 1;
     settings.server.shutdown_timeout_s = 1;
     settings.server.max_body_bytes = TEST_MAX_BODY_BYTES;
+    settings.auth.jwt_secret = Secret::new(TEST_JWT_SECRET);
     settings
+}
+
+/// A server in `mode`, with its own Redis in Redis mode (kept alive by the returned app).
+pub async fn spawn_in(mode: Mode, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    settings.mode = mode;
+    let redis = (mode == Mode::Redis).then(RedisServer::start);
+    if let Some(r) = &redis {
+        settings.redis.url = r.url.clone();
+    }
+    tune(&mut settings);
+    let mut app = spawn_app_with(settings, Services::All).await;
+    app.redis = redis.map(std::sync::Arc::new);
+    app
+}
+
+/// A second server (another replica) on the same Redis as `first`.
+pub async fn spawn_replica(first: &TestApp, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let redis = first.redis.clone().expect("a Redis-mode app");
+    let mut settings = test_settings();
+    settings.mode = Mode::Redis;
+    settings.redis.url = redis.url.clone();
+    tune(&mut settings);
+    let mut app = spawn_app_with(settings, Services::All).await;
+    app.redis = Some(redis);
+    app
 }
 
 /// Starts a server with every service mounted.
@@ -47,6 +146,8 @@ pub async fn spawn_app_with(settings: Settings, services: Services) -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
+        redis: None,
+        auth: Authenticator::new(&test_settings().auth),
     }
 }
 
@@ -66,6 +167,73 @@ fn init_test_logging() {
 impl TestApp {
     fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// A valid token for `sub` with `role`.
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        self.auth.mint(sub, role, Duration::from_secs(600))
+    }
+
+    /// A driver's own token.
+    pub fn driver(&self, id: &str) -> String {
+        self.token(id, Role::Driver)
+    }
+
+    /// `PUT /v1/drivers/{id}/location` with `token` (none when empty).
+    pub async fn put_location(&self, token: &str, id: &str, body: &Value) -> Response {
+        let mut req = self
+            .client
+            .put(self.url(&format!("/v1/drivers/{id}/location")))
+            .json(body);
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("the server answers")
+    }
+
+    /// `POST /v1/locations/batch`.
+    pub async fn post_batch(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/v1/locations/batch"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// `PUT /v1/drivers/{id}/status`.
+    pub async fn put_status(&self, token: &str, id: &str, body: &Value) -> Response {
+        self.client
+            .put(self.url(&format!("/v1/drivers/{id}/status")))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// `GET /v1/drivers/{id}`.
+    pub async fn get_driver(&self, token: &str, id: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v1/drivers/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// `GET /openapi.json`.
+    pub async fn get_openapi(&self) -> Response {
+        self.get("/openapi.json").await
+    }
+
+    /// `ws://…/v1/drivers/{id}/stream?access_token=…`
+    pub fn stream_url(&self, id: &str, token: &str) -> String {
+        format!(
+            "{}/v1/drivers/{id}/stream?access_token={token}",
+            self.address.replacen("http", "ws", 1)
+        )
     }
 
     async fn get(&self, path: &str) -> Response {

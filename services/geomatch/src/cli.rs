@@ -22,9 +22,49 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the HTTP server (also what runs when no command is given).
     Serve(ServeArgs),
+    /// Print a signed bearer token (for development and tests), using the configured
+    /// auth.jwt_secret, issuer and audience.
+    Token(TokenArgs),
+}
+
+/// Options of `geomatch token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// TOML configuration file (for the auth section).
+    #[arg(long, env = "GEOMATCH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The `sub` claim: a driver or rider id, or a service name.
+    #[arg(long)]
+    pub sub: String,
+    /// The `role` claim.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RoleArg {
+    Driver,
+    Rider,
+    Service,
+    Admin,
+}
+
+impl From<RoleArg> for geomatch_common::auth::Role {
+    fn from(r: RoleArg) -> Self {
+        use geomatch_common::auth::Role;
+        match r {
+            RoleArg::Driver => Role::Driver,
+            RoleArg::Rider => Role::Rider,
+            RoleArg::Service => Role::Service,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 /// Options of `geomatch serve`.
@@ -39,11 +79,16 @@ pub struct ServeArgs {
 }
 
 impl Cli {
-    /// The serve options, whether or not `serve` was spelled out.
-    pub fn serve_args(self) -> ServeArgs {
-        match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
+    /// The command to run; no command means `serve`.
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+
+    /// The serve options, whether or not `serve` was spelled out (`None` for other commands).
+    pub fn serve_args(self) -> Option<ServeArgs> {
+        match self.command() {
+            Command::Serve(args) => Some(args),
+            Command::Token(_) => None,
         }
     }
 }
@@ -53,7 +98,22 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> ServeArgs {
-        Cli::try_parse_from(args).unwrap().serve_args()
+        Cli::try_parse_from(args).unwrap().serve_args().unwrap()
+    }
+
+    #[test]
+    fn token_takes_subject_role_and_lifetime() {
+        let cli = Cli::try_parse_from([
+            "geomatch", "token", "--sub", "d1", "--role", "driver", "--ttl-s", "60",
+        ])
+        .unwrap();
+        let Command::Token(t) = cli.command() else {
+            panic!("not token")
+        };
+        assert_eq!(
+            (t.sub.as_str(), t.role, t.ttl_s),
+            ("d1", RoleArg::Driver, 60)
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! `geomatch serve [--config FILE] [--service NAME]`; see the library for the parts.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use geomatch::{cli::Cli, Application};
-use geomatch_common::{telemetry, Settings};
+use geomatch::{
+    cli::{Cli, Command},
+    Application,
+};
+use geomatch_common::{auth::Authenticator, telemetry, Settings};
 
 // The main runtime only drives the server's control loop and signal handling; actix runs
 // the HTTP workers on threads of their own.
@@ -21,9 +25,21 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let args = cli.serve_args();
-    let settings = Settings::load(args.config.as_deref()).context("configuration")?;
-    telemetry::init(&settings.log).context("logging")?;
-    let app = Application::build_with(settings, args.service).await?;
-    app.run_until_stopped().await.context("server")
+    match cli.command() {
+        Command::Serve(args) => {
+            let settings = Settings::load(args.config.as_deref()).context("configuration")?;
+            telemetry::init(&settings.log).context("logging")?;
+            let app = Application::build_with(settings, args.service).await?;
+            app.run_until_stopped().await.context("server")
+        }
+        Command::Token(args) => {
+            let settings = Settings::load(args.config.as_deref()).context("configuration")?;
+            let auth = Authenticator::new(&settings.auth);
+            println!(
+                "{}",
+                auth.mint(&args.sub, args.role.into(), Duration::from_secs(args.ttl_s))
+            );
+            Ok(())
+        }
+    }
 }

@@ -3,11 +3,15 @@
 use std::{future::Future, io, net::TcpListener, sync::Arc};
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use geomatch_common::{
-    error, health, http, metrics, telemetry, Metrics, Mode, Readiness, Settings,
+    auth::Authenticator, error, health, http, metrics, telemetry, Metrics, Mode, NotReady,
+    Readiness, Settings,
 };
 use geomatch_index::Index;
+use location_ingest::{
+    ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
+};
 
 /// Which services' routes a process mounts (`--service`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -24,19 +28,57 @@ pub enum Services {
 }
 
 impl Services {
+    fn includes_ingest(self) -> bool {
+        matches!(self, Services::All | Services::LocationIngest)
+    }
+
     /// Registers the selected services' routes.
-    fn configure(self, cfg: &mut web::ServiceConfig) {
-        match self {
-            Services::All => {
-                location_ingest::configure(cfg);
-                matching::configure(cfg);
-                eta_pricing::configure(cfg);
-            }
-            Services::LocationIngest => location_ingest::configure(cfg),
-            Services::Matching => matching::configure(cfg),
-            Services::EtaPricing => eta_pricing::configure(cfg),
+    fn configure(self, cfg: &mut web::ServiceConfig, state: &ServiceState) {
+        if self.includes_ingest() {
+            location_ingest::configure(cfg, state.ingest.clone(), state.hub.clone());
+        }
+        if matches!(self, Services::All | Services::Matching) {
+            matching::configure(cfg);
+        }
+        if matches!(self, Services::All | Services::EtaPricing) {
+            eta_pricing::configure(cfg);
         }
     }
+
+    /// The OpenAPI 3 document of the mounted routes.
+    fn openapi(self) -> serde_json::Value {
+        let mut paths = serde_json::Map::new();
+        let mut schemas = serde_json::Map::new();
+        schemas.insert("Problem".into(), serde_json::json!({
+            "type": "object", "description": "RFC 9457 problem details, application/problem+json",
+            "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                           "detail": {"type": "string"}, "code": {"type": "string", "description": "stable machine-readable code"}}
+        }));
+        if self.includes_ingest() {
+            if let serde_json::Value::Object(p) = location_ingest::openapi::paths() {
+                paths.extend(p);
+            }
+            if let serde_json::Value::Object(s) = location_ingest::openapi::schemas() {
+                schemas.extend(s);
+            }
+        }
+        serde_json::json!({
+            "openapi": "3.1.0",
+            "info": {"title": "geomatch", "version": env!("CARGO_PKG_VERSION")},
+            "paths": paths,
+            "components": {
+                "schemas": schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}
+            }
+        })
+    }
+}
+
+/// The services' own state, built once per process.
+#[derive(Clone)]
+struct ServiceState {
+    ingest: web::Data<Ingest>,
+    hub: web::Data<Hub>,
 }
 
 /// State every HTTP worker gets a handle on. Cloned once per worker thread.
@@ -50,12 +92,17 @@ struct Shared {
     readiness: Readiness,
     max_body_bytes: usize,
     services: Services,
+    auth: web::Data<Authenticator>,
+    state: ServiceState,
+    openapi: web::Data<serde_json::Value>,
 }
 
 /// A bound, ready-to-run server.
 pub struct Application {
     port: u16,
     server: Server,
+    /// Periodic work (expiry sweeps); stopped with the server.
+    background: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -69,23 +116,47 @@ impl Application {
     /// Nothing is served until [`Self::run_until_stopped`] is awaited.
     pub async fn build_with(settings: Settings, services: Services) -> anyhow::Result<Self> {
         settings.validate()?;
-        if settings.mode == Mode::Redis {
-            bail!(
-                "mode \"redis\" is not available in this build yet: state is kept in-process \
-                 only; run with mode = \"embedded\" (GEOMATCH__MODE=embedded)"
-            );
-        }
         if settings.auth.uses_dev_secret() {
             tracing::warn!("auth.jwt_secret is the built-in development secret; set GEOMATCH__AUTH__JWT_SECRET outside development");
         }
 
         let index = Arc::new(Index::new(settings.index).context("creating the index")?);
+        let metrics = Metrics::new().context("registering metrics")?;
+        let ingest_metrics = IngestMetrics::new(&metrics).context("registering ingest metrics")?;
+        let (store, readiness) = match settings.mode {
+            Mode::Embedded => (Store::Embedded, Readiness::always()),
+            Mode::Redis => {
+                let redis = Arc::new(
+                    RedisStore::new(&settings.redis, ingest_metrics.clone())
+                        .context("creating the Redis pool")?,
+                );
+                let probe = redis.clone();
+                let readiness = Readiness::new(move || {
+                    let probe = probe.clone();
+                    async move { probe.ping().await.map_err(|e| NotReady(e.to_string())) }
+                });
+                (Store::Redis(redis), readiness)
+            }
+        };
+        let ingest = web::Data::new(Ingest::new(
+            index.clone(),
+            store,
+            settings.ingest.clone(),
+            ingest_metrics,
+        ));
+        let background = tokio::spawn(expire_periodically(ingest.clone().into_inner()));
         let shared = Shared {
             index: web::Data::from(index),
-            metrics: Metrics::new().context("registering metrics")?,
-            readiness: Readiness::always(),
+            metrics,
+            readiness,
             max_body_bytes: settings.server.max_body_bytes,
             services,
+            auth: web::Data::new(Authenticator::new(&settings.auth)),
+            state: ServiceState {
+                ingest,
+                hub: web::Data::new(Hub::default()),
+            },
+            openapi: web::Data::new(services.openapi()),
         };
 
         let server = &settings.server;
@@ -97,10 +168,13 @@ impl Application {
             let shared = shared.clone();
             App::new()
                 .app_data(shared.index.clone())
+                .app_data(shared.auth.clone())
+                .app_data(shared.openapi.clone())
+                .service(web::resource("/openapi.json").route(web::get().to(openapi)))
                 .configure(|cfg| http::configure(cfg, shared.max_body_bytes))
                 .configure(|cfg| health::configure(cfg, shared.readiness.clone()))
                 .configure(|cfg| metrics::configure(cfg, shared.metrics.clone()))
-                .configure(|cfg| shared.services.configure(cfg))
+                .configure(|cfg| shared.services.configure(cfg, &shared.state))
                 // Outermost last: the request id and span cover everything, metrics see
                 // the final status, and every error leaves as problem+json.
                 .wrap(from_fn(error::problem_responses))
@@ -126,6 +200,7 @@ impl Application {
         Ok(Self {
             port: address.port(),
             server: http_server.run(),
+            background,
         })
     }
 
@@ -144,14 +219,38 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
         let mut server = self.server;
         let handle = server.handle();
+        let background = self.background;
         tokio::select! {
-            result = &mut server => return result,
+            result = &mut server => {
+                background.abort();
+                return result;
+            }
             () = shutdown => {}
         }
         tracing::info!("stop requested: refusing new connections, finishing in-flight requests");
         let (result, ()) = tokio::join!(server, handle.stop(true));
+        background.abort();
         tracing::info!("stopped");
         result
+    }
+}
+
+/// `GET /openapi.json`
+async fn openapi(doc: web::Data<serde_json::Value>) -> web::Json<serde_json::Value> {
+    web::Json(doc.get_ref().clone())
+}
+
+/// Takes silent drivers offline, once a second.
+async fn expire_periodically(ingest: Arc<Ingest>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match ingest.evict_expired(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next second"),
+        }
     }
 }
 
@@ -188,24 +287,6 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn redis_mode_is_refused_until_it_is_implemented() {
-        let mut settings = Settings {
-            mode: Mode::Redis,
-            ..Settings::default()
-        };
-        settings.auth.jwt_secret =
-            geomatch_common::config::Secret::new("a-production-secret-of-at-least-32-bytes");
-        settings.server.port = 0;
-        let message = Application::build(settings)
-            .await
-            .err()
-            .expect("refused")
-            .to_string();
-
-        assert!(message.contains("redis"), "{message}");
-    }
 
     #[tokio::test]
     async fn invalid_settings_are_refused_before_binding() {

@@ -9,6 +9,7 @@
 //! - [`http`]: body limits and extractor error handlers for the whole app.
 //! - [`telemetry`]: logging set-up, request ids and the per-request span.
 //! - [`metrics`]: the Prometheus registry, HTTP metrics by route pattern, `/metrics`.
+//! - [`auth`]: bearer JWTs (HS256, pinned), the [`auth::Principal`] extractor, roles.
 //! - [`health`]: `/health/live` and `/health/ready` with a pluggable readiness check.
 //!
 //! A binary assembles them in this order (outermost middleware last):
@@ -25,6 +26,7 @@
 //!     .wrap(from_fn(telemetry::request_context))
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod health;

@@ -2,5 +2,6 @@
 
 mod errors;
 mod health;
+mod ingest;
 mod metrics;
 mod services;

@@ -1,0 +1,221 @@
+//! HTTP adapters: parse, authorise, call [`Ingest`], map the answer. No rules live here.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse, ResponseError};
+use geomatch_common::auth::{Principal, Role};
+use geomatch_common::error::{ApiError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::{driver_id, Ingest, IngestError, Outcome, StatusBody};
+use crate::report::LocationBody;
+
+/// `{"result": "accepted" | "stale"}`
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PushAnswer {
+    pub result: Outcome,
+}
+
+/// The answer for an ingest error, with `Retry-After` where the client should retry.
+pub fn error_response(e: IngestError) -> HttpResponse {
+    let retry_after_s = match &e {
+        IngestError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1000).max(1)),
+        IngestError::Unavailable(_) => Some(1),
+        _ => None,
+    };
+    let mut response = ApiError::from(e).error_response();
+    if let Some(s) = retry_after_s {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+    }
+    response
+}
+
+fn forbidden(e: geomatch_common::auth::AuthError) -> HttpResponse {
+    ApiError::from(e).error_response()
+}
+
+/// `PUT /v1/drivers/{driver_id}/location`
+pub async fn put_location(
+    ingest: web::Data<Ingest>,
+    who: Principal,
+    path: web::Path<String>,
+    body: web::Json<LocationBody>,
+) -> HttpResponse {
+    let id = match driver_id(&path) {
+        Ok(id) => id,
+        Err(e) => return error_response(e),
+    };
+    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
+        return forbidden(e);
+    }
+    match ingest.push(&id, &body).await {
+        Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /v1/locations/batch` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    /// Items are parsed one by one, so that a malformed item fails alone.
+    pub updates: Vec<serde_json::Value>,
+}
+
+/// One item of a batch: a location report with its driver id.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    pub driver_id: String,
+    pub lat: f64,
+    pub lng: f64,
+    #[serde(default)]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub ts_ms: Option<i64>,
+    #[serde(default)]
+    pub heading_deg: Option<f64>,
+    #[serde(default)]
+    pub speed_mps: Option<f64>,
+    #[serde(default)]
+    pub accuracy_m: Option<f64>,
+}
+
+/// One result of a batch, in the order of the request's items.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ItemResult {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_id: Option<String>,
+    /// `accepted`, `stale` or `rejected`.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchAnswer {
+    pub accepted: usize,
+    pub stale: usize,
+    pub rejected: usize,
+    pub results: Vec<ItemResult>,
+}
+
+/// `POST /v1/locations/batch`: fleet gateways (service role) push for many drivers; a
+/// driver token may batch its own reports only.
+pub async fn post_batch(
+    ingest: web::Data<Ingest>,
+    who: Principal,
+    body: web::Json<BatchBody>,
+) -> HttpResponse {
+    let max = ingest.settings().max_batch;
+    let n = body.updates.len();
+    if n == 0 {
+        return error_response(IngestError::EmptyBatch);
+    }
+    if n > max {
+        return error_response(IngestError::BatchTooLarge { got: n, max });
+    }
+    ingest.metrics().batch_size.observe(n as f64);
+    let mut results = Vec::with_capacity(n);
+    for (index, raw) in body.into_inner().updates.into_iter().enumerate() {
+        results.push(batch_item(&ingest, &who, index, raw).await);
+    }
+    let count = |r: &str| results.iter().filter(|x| x.result == r).count();
+    HttpResponse::Ok().json(BatchAnswer {
+        accepted: count("accepted"),
+        stale: count("stale"),
+        rejected: count("rejected"),
+        results,
+    })
+}
+
+async fn batch_item(
+    ingest: &Ingest,
+    who: &Principal,
+    index: usize,
+    raw: serde_json::Value,
+) -> ItemResult {
+    let rejected = |driver_id: Option<String>, code: &str, detail: String| ItemResult {
+        index,
+        driver_id,
+        result: "rejected".into(),
+        code: Some(code.into()),
+        detail: Some(detail),
+    };
+    let item: BatchItem = match serde_json::from_value(raw) {
+        Ok(item) => item,
+        Err(e) => return rejected(None, "invalid_item", e.to_string()),
+    };
+    let id = match driver_id(&item.driver_id) {
+        Ok(id) => id,
+        Err(e) => return rejected(Some(item.driver_id), e.code(), e.to_string()),
+    };
+    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
+        return rejected(Some(item.driver_id), e.code(), e.to_string());
+    }
+    let body = LocationBody {
+        lat: item.lat,
+        lng: item.lng,
+        seq: item.seq,
+        ts_ms: item.ts_ms,
+        heading_deg: item.heading_deg,
+        speed_mps: item.speed_mps,
+        accuracy_m: item.accuracy_m,
+    };
+    match ingest.push(&id, &body).await {
+        Ok(outcome) => ItemResult {
+            index,
+            driver_id: Some(item.driver_id),
+            result: match outcome {
+                Outcome::Accepted => "accepted".into(),
+                Outcome::Stale => "stale".into(),
+            },
+            code: None,
+            detail: None,
+        },
+        Err(e) => rejected(Some(item.driver_id), e.code(), e.to_string()),
+    }
+}
+
+/// `PUT /v1/drivers/{driver_id}/status`
+pub async fn put_status(
+    ingest: web::Data<Ingest>,
+    who: Principal,
+    path: web::Path<String>,
+    body: web::Json<StatusBody>,
+) -> HttpResponse {
+    let id = match driver_id(&path) {
+        Ok(id) => id,
+        Err(e) => return error_response(e),
+    };
+    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
+        return forbidden(e);
+    }
+    match ingest.set_status(&id, &body).await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `GET /v1/drivers/{driver_id}`
+pub async fn get_driver(
+    ingest: web::Data<Ingest>,
+    who: Principal,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = match driver_id(&path) {
+        Ok(id) => id,
+        Err(e) => return error_response(e),
+    };
+    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
+        return forbidden(e);
+    }
+    match ingest.get(&id).await {
+        Ok(view) => HttpResponse::Ok().json(view),
+        Err(e) => error_response(e),
+    }
+}
