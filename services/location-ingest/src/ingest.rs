@@ -212,6 +212,87 @@ impl Ingest {
         result
     }
 
+    /// Many reports at once (a batch request): one result per report, in order. In Redis
+    /// mode the valid ones go to Redis in one pipeline.
+    pub async fn push_many(
+        &self,
+        reports: &[(EntryId, LocationBody)],
+    ) -> Vec<Result<Outcome, IngestError>> {
+        let now = now_ms();
+        let mut results: Vec<Option<Result<Outcome, IngestError>>> =
+            Vec::with_capacity(reports.len());
+        let mut valid = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (id, body)) in reports.iter().enumerate() {
+            match body.validate(now, self.settings.max_future_ms) {
+                Ok(r) => {
+                    valid.push((id.clone(), r));
+                    slots.push(i);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e.into()))),
+            }
+        }
+        match &self.store {
+            Store::Embedded => {
+                for ((id, r), i) in valid.iter().zip(&slots) {
+                    let result = self
+                        .limiter
+                        .check(id, now)
+                        .map_err(|retry_after_ms| IngestError::RateLimited { retry_after_ms })
+                        .and_then(|()| self.apply_locally(id, r, now, true));
+                    results[*i] = Some(result);
+                }
+            }
+            Store::Redis(redis) => match redis.push_many(&valid, now, &self.settings).await {
+                Ok(verdicts) => {
+                    for (((id, r), i), v) in valid.iter().zip(&slots).zip(verdicts) {
+                        results[*i] = Some(self.after_redis(id, r, now, v));
+                    }
+                }
+                Err(e) => {
+                    for i in &slots {
+                        results[*i] = Some(Err(e.clone().into()));
+                    }
+                }
+            },
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                let r = r.unwrap_or(Err(IngestError::Unavailable("no verdict".into())));
+                self.metrics.record(&r);
+                r
+            })
+            .collect()
+    }
+
+    /// Maps Redis's verdict on a report and, when accepted, updates the local replica.
+    fn after_redis(
+        &self,
+        id: &EntryId,
+        r: &Report,
+        now: i64,
+        verdict: StoreVerdict,
+    ) -> Result<Outcome, IngestError> {
+        match verdict {
+            StoreVerdict::Accepted => {
+                // Redis has ordered it; the local replica follows (its own ordering
+                // check only drops what the stream already delivered).
+                let _ = self.apply_locally(id, r, now, false);
+                Ok(Outcome::Accepted)
+            }
+            StoreVerdict::Stale => Ok(Outcome::Stale),
+            StoreVerdict::RateLimited { retry_after_ms } => {
+                Err(IngestError::RateLimited { retry_after_ms })
+            }
+            StoreVerdict::Implausible { speed_kmh } => Err(IngestError::ImplausibleJump {
+                speed_kmh,
+                max_kmh: self.settings.max_speed_kmh,
+            }),
+        }
+    }
+
     async fn push_inner(&self, id: &EntryId, body: &LocationBody) -> Result<Outcome, IngestError> {
         let now = now_ms();
         let report = body.validate(now, self.settings.max_future_ms)?;

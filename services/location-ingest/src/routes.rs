@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::{driver_id, Ingest, IngestError, Outcome, StatusBody};
 use crate::report::LocationBody;
+use geomatch_index::EntryId;
 
 /// `{"result": "accepted" | "stale"}`
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -120,10 +121,49 @@ pub async fn post_batch(
         return error_response(IngestError::BatchTooLarge { got: n, max });
     }
     ingest.metrics().batch_size.observe(n as f64);
-    let mut results = Vec::with_capacity(n);
+    // Parse and authorise every item; the good ones go to ingest together.
+    let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(n);
+    let mut reports = Vec::new();
+    let mut names = Vec::new();
     for (index, raw) in body.into_inner().updates.into_iter().enumerate() {
-        results.push(batch_item(&ingest, &who, index, raw).await);
+        match batch_item(&who, raw) {
+            Ok((id, name, report)) => {
+                reports.push((id, report));
+                names.push((index, name));
+                results.push(None);
+            }
+            Err((name, code, detail)) => results.push(Some(ItemResult {
+                index,
+                driver_id: name,
+                result: "rejected".into(),
+                code: Some(code),
+                detail: Some(detail),
+            })),
+        }
     }
+    let outcomes = ingest.push_many(&reports).await;
+    for ((index, name), outcome) in names.into_iter().zip(outcomes) {
+        results[index] = Some(match outcome {
+            Ok(o) => ItemResult {
+                index,
+                driver_id: Some(name),
+                result: match o {
+                    Outcome::Accepted => "accepted".into(),
+                    Outcome::Stale => "stale".into(),
+                },
+                code: None,
+                detail: None,
+            },
+            Err(e) => ItemResult {
+                index,
+                driver_id: Some(name),
+                result: "rejected".into(),
+                code: Some(e.code().into()),
+                detail: Some(e.to_string()),
+            },
+        });
+    }
+    let results: Vec<ItemResult> = results.into_iter().flatten().collect();
     let count = |r: &str| results.iter().filter(|x| x.result == r).count();
     HttpResponse::Ok().json(BatchAnswer {
         accepted: count("accepted"),
@@ -133,30 +173,19 @@ pub async fn post_batch(
     })
 }
 
-async fn batch_item(
-    ingest: &Ingest,
+type ItemError = (Option<String>, String, String);
+
+/// Parses and authorises one batch item.
+fn batch_item(
     who: &Principal,
-    index: usize,
     raw: serde_json::Value,
-) -> ItemResult {
-    let rejected = |driver_id: Option<String>, code: &str, detail: String| ItemResult {
-        index,
-        driver_id,
-        result: "rejected".into(),
-        code: Some(code.into()),
-        detail: Some(detail),
-    };
-    let item: BatchItem = match serde_json::from_value(raw) {
-        Ok(item) => item,
-        Err(e) => return rejected(None, "invalid_item", e.to_string()),
-    };
-    let id = match driver_id(&item.driver_id) {
-        Ok(id) => id,
-        Err(e) => return rejected(Some(item.driver_id), e.code(), e.to_string()),
-    };
-    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
-        return rejected(Some(item.driver_id), e.code(), e.to_string());
-    }
+) -> Result<(EntryId, String, LocationBody), ItemError> {
+    let item: BatchItem =
+        serde_json::from_value(raw).map_err(|e| (None, "invalid_item".into(), e.to_string()))?;
+    let id = driver_id(&item.driver_id)
+        .map_err(|e| (Some(item.driver_id.clone()), e.code().into(), e.to_string()))?;
+    who.may_act_as(Role::Driver, id.as_str())
+        .map_err(|e| (Some(item.driver_id.clone()), e.code().into(), e.to_string()))?;
     let body = LocationBody {
         lat: item.lat,
         lng: item.lng,
@@ -166,19 +195,7 @@ async fn batch_item(
         speed_mps: item.speed_mps,
         accuracy_m: item.accuracy_m,
     };
-    match ingest.push(&id, &body).await {
-        Ok(outcome) => ItemResult {
-            index,
-            driver_id: Some(item.driver_id),
-            result: match outcome {
-                Outcome::Accepted => "accepted".into(),
-                Outcome::Stale => "stale".into(),
-            },
-            code: None,
-            detail: None,
-        },
-        Err(e) => rejected(Some(item.driver_id), e.code(), e.to_string()),
-    }
+    Ok((id, item.driver_id, body))
 }
 
 /// `PUT /v1/drivers/{driver_id}/status`

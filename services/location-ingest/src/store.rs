@@ -283,6 +283,60 @@ impl RedisStore {
         verdict(&reply)
     }
 
+    /// Runs the push script for many reports in one pipeline (one round trip): what a
+    /// batch request does. Verdicts come back in the order of `reports`.
+    pub async fn push_many(
+        &self,
+        reports: &[(EntryId, Report)],
+        now: i64,
+        s: &IngestSettings,
+    ) -> Result<Vec<StoreVerdict>, StoreError> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let invocations: Vec<_> = reports
+            .iter()
+            .map(|(id, r)| {
+                let shard = shard_of(id);
+                let mut inv = self.push.prepare_invoke();
+                inv.key(driver_key(id))
+                    .key(seen_key(shard))
+                    .key(stream_key(shard))
+                    .arg(id.as_str())
+                    .arg(now)
+                    .arg(r.position.lat())
+                    .arg(r.position.lng())
+                    .arg(r.seq.map(|v| v.to_string()).unwrap_or_default())
+                    .arg(r.device_ts_ms.map(|v| v.to_string()).unwrap_or_default())
+                    .arg(s.rate_per_s)
+                    .arg(s.burst)
+                    .arg(s.max_speed_kmh / 3.6)
+                    .arg(STATE_TTL_MS)
+                    .arg(STREAM_MAXLEN);
+                inv
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let script = &self.push;
+        let replies: Vec<Vec<String>> = self
+            .call(|mut c| async move {
+                match pipe.query_async(&mut c).await {
+                    // EVALSHA of a script Redis does not know (first use, or Redis was
+                    // restarted): load it and send the pipeline once more.
+                    Err(e) if e.to_string().to_ascii_lowercase().contains("noscript") => {
+                        script.load_async(&mut c).await?;
+                        pipe.query_async(&mut c).await
+                    }
+                    other => other,
+                }
+            })
+            .await?;
+        replies.iter().map(|r| verdict(r)).collect()
+    }
+
     /// Sets status and attributes; `Ok(false)` when the driver has no stored position.
     pub async fn set_status(
         &self,

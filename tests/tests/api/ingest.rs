@@ -366,7 +366,8 @@ in_both_modes!(
                 a["stale"].as_u64(),
                 a["rejected"].as_u64()
             ),
-            (Some(2), Some(1), Some(3))
+            (Some(2), Some(1), Some(3)),
+            "{a}"
         );
         let results = a["results"].as_array().unwrap();
         let codes: Vec<&str> = results
