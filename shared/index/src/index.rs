@@ -323,6 +323,45 @@ impl Directory {
         h
     }
 
+    /// Room for `n` more ids without rehashing.
+    fn reserve(&mut self, n: usize) {
+        let names = &self.names;
+        self.table.reserve(n, |&x| {
+            Self::hash(
+                names[x as usize]
+                    .as_ref()
+                    .expect("mapped handles have names"),
+            )
+        });
+        self.names.reserve(n);
+        self.locs.reserve(n);
+    }
+
+    /// Adds an id known to be new; `None` if it is already present (one probe).
+    fn insert_new(&mut self, id: &EntryId) -> Option<u32> {
+        let hash = Self::hash(id);
+        let names = &self.names;
+        let entry = self.table.entry(
+            hash,
+            |&h| names[h as usize].as_ref() == Some(id),
+            |&x| {
+                Self::hash(
+                    names[x as usize]
+                        .as_ref()
+                        .expect("mapped handles have names"),
+                )
+            },
+        );
+        let hashbrown::hash_table::Entry::Vacant(vacant) = entry else {
+            return None;
+        };
+        let h = self.names.len() as u32;
+        vacant.insert(h);
+        self.names.push(Some(id.clone()));
+        self.locs.push(AtomicU64::new(VACANT));
+        Some(h)
+    }
+
     fn release(&mut self, handle: u32) {
         let id = self.names[handle as usize]
             .take()
@@ -521,48 +560,71 @@ impl Index {
         updates: impl IntoIterator<Item = Update>,
     ) -> Result<Self, IndexError> {
         let index = Index::new(config)?;
-        let mut rows: Vec<(BucketKey, [f64; 3], Update)> = updates
-            .into_iter()
-            .map(|u| {
-                validate(&u)?;
-                let xyz = u.position.to_unit();
-                Ok((bucket::key_of(&xyz, index.level), xyz, u))
-            })
-            .collect::<Result<_, IndexError>>()?;
+        let updates: Vec<Update> = updates.into_iter().collect();
+        for u in &updates {
+            validate(u)?;
+        }
+        let (level, res) = (index.level, index.cell_res);
+        // Unit vectors and bucket keys, on every core.
+        let geo: Vec<([f64; 3], BucketKey)> = par_map(&updates, |u| {
+            let xyz = u.position.to_unit();
+            (xyz, bucket::key_of(&xyz, level))
+        });
         // Sorted by bucket, neighbours in the list are neighbours on the ground, so most
         // H3 cells come from the previous entry's inscribed disc, not from `to_cell`.
-        rows.sort_unstable_by_key(|r| r.0);
+        let mut keyed: Vec<(BucketKey, u32)> = geo
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.1, i as u32))
+            .collect();
+        keyed.sort_unstable();
+        let order: Vec<u32> = keyed.into_iter().map(|(_, i)| i).collect();
+        let cells: Vec<CellIndex> = par_chunks(&order, |chunk| {
+            let mut previous = None;
+            chunk
+                .iter()
+                .map(|&i| {
+                    let (u, (xyz, _)) = (&updates[i as usize], &geo[i as usize]);
+                    let cell = cell::cell_after_move(&u.position, xyz, previous, res);
+                    previous = Some(cell);
+                    cell
+                })
+                .collect()
+        });
         {
             let mut shape = index.shape.write();
             let shape = &mut *shape;
             let mut boxes = Vec::new();
-            let mut previous_cell = None;
-            let mut current: Option<(BucketKey, u32)> = None;
-            for (key, xyz, u) in rows {
-                let number = match current {
-                    Some((k, n)) if k == key => n,
-                    _ => {
-                        let n = shape.spatial.buckets.len() as u32;
-                        shape.spatial.buckets.push(RwLock::new(Bucket::default()));
-                        shape.spatial.keys.insert(key, n);
-                        boxes.push(Spatial::bucket_box(key, index.level, n));
-                        current = Some((key, n));
-                        n
-                    }
+            shape.dir.reserve(order.len());
+            let mut j = 0;
+            while j < order.len() {
+                // One bucket: the run of equal keys, stored with exact capacity.
+                let key = geo[order[j] as usize].1;
+                let run = order[j..]
+                    .iter()
+                    .take_while(|&&i| geo[i as usize].1 == key)
+                    .count();
+                let number = shape.spatial.buckets.len() as u32;
+                let mut bucket = Bucket {
+                    hot: Vec::with_capacity(run),
+                    cold: Vec::with_capacity(run),
                 };
-                if shape.dir.find(&u.id).is_some() {
-                    return Err(IndexError::DuplicateId(u.id));
+                for (&i, &cell) in order[j..j + run].iter().zip(&cells[j..j + run]) {
+                    let u = &updates[i as usize];
+                    let handle = shape
+                        .dir
+                        .insert_new(&u.id)
+                        .ok_or_else(|| IndexError::DuplicateId(u.id.clone()))?;
+                    let (slot, cold) = new_slot(u, geo[i as usize].0, handle, cell);
+                    let s = bucket.push(slot, cold);
+                    shape.dir.set_loc(handle, number, s);
                 }
-                let handle = shape.dir.insert(&u.id);
-                index.len.fetch_add(1, Ordering::Relaxed);
-                let cell = cell::cell_after_move(&u.position, &xyz, previous_cell, index.cell_res);
-                previous_cell = Some(cell);
-                let (slot, cold) = new_slot(&u, xyz, handle, cell);
-                let s = shape.spatial.buckets[number as usize]
-                    .get_mut()
-                    .push(slot, cold);
-                shape.dir.set_loc(handle, number, s);
+                shape.spatial.buckets.push(RwLock::new(bucket));
+                shape.spatial.keys.insert(key, number);
+                boxes.push(Spatial::bucket_box(key, level, number));
+                j += run;
             }
+            index.len.store(order.len(), Ordering::Relaxed);
             shape.spatial.tree = RTree::bulk_load_with_params(boxes);
         }
         Ok(index)
@@ -1050,6 +1112,27 @@ impl Index {
         }
         all
     }
+}
+
+/// `f` over every item, on every core; results in input order.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_chunks(items, |chunk| chunk.iter().map(&f).collect())
+}
+
+/// `f` over contiguous chunks of `items`, one per core; results concatenated in order.
+fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < 10_000 {
+        return f(items);
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(chunk).map(|c| s.spawn(|| f(c))).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("bulk-load worker"))
+            .collect()
+    })
 }
 
 fn remove_located(shape: &mut RwLockWriteGuard<'_, Shape>, handle: u32) -> Option<Entry> {
