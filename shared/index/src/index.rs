@@ -943,7 +943,7 @@ impl Index {
             .into_iter()
             .map(|c| Neighbor {
                 entry: entry_of(shape.dir.name(c.handle).clone(), c.packed, &c.cold),
-                distance_m: chord2_to_m(c.d2),
+                distance_m: reported_m(c.d2, at, &c.cold.position),
             })
             .collect()
     }
@@ -1021,7 +1021,7 @@ impl Index {
                         d2,
                         Neighbor {
                             entry,
-                            distance_m: chord2_to_m(d2),
+                            distance_m: reported_m(d2, at, &cold.position),
                         },
                     ));
                 }
@@ -1111,6 +1111,17 @@ impl Index {
             }
         }
         all
+    }
+}
+
+/// The great-circle distance reported for a candidate at squared chord `d2`: from the
+/// chord up to a quarter of the globe, where it is exact to nanometres; the haversine of
+/// the two positions beyond, where `asin` of a chord near 2 loses precision.
+fn reported_m(d2: f64, a: &Position, b: &Position) -> f64 {
+    if d2 < 2.0 {
+        chord2_to_m(d2)
+    } else {
+        a.distance_m(b)
     }
 }
 

@@ -8,6 +8,29 @@ use geomatch_index::{
     Update,
 };
 use proptest::prelude::*;
+
+/// The query that found the antipode rounding error: distances near half the globe must
+/// still agree with brute force to a micrometre.
+#[test]
+fn near_antipodal_distances_agree_with_brute_force() {
+    let ix = Index::new(IndexConfig::default()).unwrap();
+    let q = Position::new(-86.33260831882276, -74.34315795356731).unwrap();
+    let far = Position::new(86.33, 105.66).unwrap();
+    ix.upsert(&Update::moved(
+        EntryId::parse("e0").unwrap(),
+        Kind::Driver,
+        far,
+        0,
+    ))
+    .unwrap();
+    let oracle = BruteForce::new(ix.entries());
+    check_nearest(
+        &ix.nearest(&q, 1, &Filter::any(), None),
+        &oracle.nearest(&q, 1, &Filter::any(), None),
+        None,
+    )
+    .unwrap();
+}
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -85,7 +108,13 @@ fn filters() -> Vec<Filter> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI deterministic; to explore further, run with another seed
+    // (each new one has found nothing since the antipode rounding fix).
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20261121),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn nearest_k_agrees_with_brute_force_worldwide(
