@@ -223,6 +223,38 @@ impl TestApp {
             .expect("the server answers")
     }
 
+    /// `POST path` with a bearer token and an optional JSON body.
+    pub async fn post_as(&self, token: &str, path: &str, body: Option<&Value>) -> Response {
+        let mut req = self.client.post(self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("the server answers")
+    }
+
+    /// `GET path` with a bearer token.
+    pub async fn get_as(&self, token: &str, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the server answers")
+    }
+
+    /// `POST /v1/rides` with an `Idempotency-Key` (none when `key` is empty).
+    pub async fn post_ride(&self, token: &str, key: &str, body: &Value) -> Response {
+        let mut req = self
+            .client
+            .post(self.url("/v1/rides"))
+            .bearer_auth(token)
+            .json(body);
+        if !key.is_empty() {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send().await.expect("the server answers")
+    }
+
     /// `GET /openapi.json`.
     pub async fn get_openapi(&self) -> Response {
         self.get("/openapi.json").await

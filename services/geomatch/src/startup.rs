@@ -12,6 +12,7 @@ use geomatch_index::Index;
 use location_ingest::{
     ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
 };
+use matching::{metrics::MatchingMetrics, Dispatcher, Notifier};
 
 /// Which services' routes a process mounts (`--service`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -34,11 +35,13 @@ impl Services {
 
     /// Registers the selected services' routes.
     fn configure(self, cfg: &mut web::ServiceConfig, state: &ServiceState) {
+        // Matching first: its `/v1/drivers/nearby` must win over ingest's
+        // `/v1/drivers/{driver_id}`.
+        if matches!(self, Services::All | Services::Matching) {
+            matching::configure(cfg, state.dispatcher.clone());
+        }
         if self.includes_ingest() {
             location_ingest::configure(cfg, state.ingest.clone(), state.hub.clone());
-        }
-        if matches!(self, Services::All | Services::Matching) {
-            matching::configure(cfg);
         }
         if matches!(self, Services::All | Services::EtaPricing) {
             eta_pricing::configure(cfg);
@@ -79,6 +82,16 @@ impl Services {
 struct ServiceState {
     ingest: web::Data<Ingest>,
     hub: web::Data<Hub>,
+    dispatcher: web::Data<Arc<Dispatcher>>,
+}
+
+/// Offers reach drivers through their WebSocket (location-ingest's hub).
+struct HubNotifier(web::Data<Hub>);
+
+impl Notifier for HubNotifier {
+    fn offer(&self, driver_id: &str, offer: &matching::ride::OfferView) {
+        self.0.send(driver_id, offer);
+    }
 }
 
 /// State every HTTP worker gets a handle on. Cloned once per worker thread.
@@ -144,7 +157,15 @@ impl Application {
             settings.ingest.clone(),
             ingest_metrics,
         ));
-        let background = tokio::spawn(expire_periodically(ingest.clone().into_inner()));
+        let hub = web::Data::new(Hub::default());
+        let dispatcher = Arc::new(Dispatcher::new(
+            index.clone(),
+            settings.matching.clone(),
+            settings.ingest.vehicle_classes.clone(),
+            Arc::new(HubNotifier(hub.clone())),
+            MatchingMetrics::new(&metrics).context("registering matching metrics")?,
+        ));
+        let background = tokio::spawn(periodic(ingest.clone().into_inner(), dispatcher.clone()));
         let shared = Shared {
             index: web::Data::from(index),
             metrics,
@@ -154,7 +175,8 @@ impl Application {
             auth: web::Data::new(Authenticator::new(&settings.auth)),
             state: ServiceState {
                 ingest,
-                hub: web::Data::new(Hub::default()),
+                hub,
+                dispatcher: web::Data::new(dispatcher),
             },
             openapi: web::Data::new(services.openapi()),
         };
@@ -240,12 +262,13 @@ async fn openapi(doc: web::Data<serde_json::Value>) -> web::Json<serde_json::Val
     web::Json(doc.get_ref().clone())
 }
 
-/// Takes silent drivers offline, once a second.
-async fn expire_periodically(ingest: Arc<Ingest>) {
+/// Once a second: takes silent drivers offline, starts dispatch of scheduled rides.
+async fn periodic(ingest: Arc<Ingest>, dispatcher: Arc<Dispatcher>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        dispatcher.dispatch_due(now_ms());
         match ingest.evict_expired(now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),

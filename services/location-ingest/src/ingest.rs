@@ -43,6 +43,8 @@ pub enum IngestError {
     NotFound(EntryId),
     #[error("driver {0} has no position yet: push a location before going online")]
     LocationRequired(EntryId),
+    #[error("the driver is {0:?}: offered or on a ride, the status is dispatch's to change")]
+    Engaged(Status),
     #[error("vehicle class {0:?} is not one of the configured classes")]
     UnknownClass(String),
     #[error("seats must be 1..=16, got {0}")]
@@ -63,7 +65,7 @@ impl ErrorCode for IngestError {
             IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngestError::ImplausibleJump { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             IngestError::NotFound(_) => StatusCode::NOT_FOUND,
-            IngestError::LocationRequired(_) => StatusCode::CONFLICT,
+            IngestError::LocationRequired(_) | IngestError::Engaged(_) => StatusCode::CONFLICT,
             IngestError::UnknownClass(_) | IngestError::Seats(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -80,6 +82,7 @@ impl ErrorCode for IngestError {
             IngestError::ImplausibleJump { .. } => "implausible_jump",
             IngestError::NotFound(_) => "driver_not_found",
             IngestError::LocationRequired(_) => "location_required",
+            IngestError::Engaged(_) => "driver_engaged",
             IngestError::UnknownClass(_) => "unknown_vehicle_class",
             IngestError::Seats(_) => "invalid_seats",
             IngestError::Unavailable(_) => "store_unavailable",
@@ -404,9 +407,16 @@ impl Ingest {
             let _ = self.index.set_status(id, status, attrs);
             return self.get(id).await;
         }
-        match self.index.set_status(id, status, attrs) {
+        // A driver holding an offer or on a ride is dispatch's to release, not its own.
+        match self.index.compare_and_set_status(
+            id,
+            &[Status::Offline, Status::Available],
+            status,
+            attrs,
+        ) {
             Ok(e) => Ok(self.view(&e)),
             Err(IndexError::NotFound(_)) => Err(IngestError::LocationRequired(id.clone())),
+            Err(IndexError::StatusConflict { actual, .. }) => Err(IngestError::Engaged(actual)),
             Err(e) => Err(index_error(e)),
         }
     }

@@ -1,23 +1,54 @@
-//! matching: owns ride dispatch and people-nearby. A rider request is offered to the
-//! nearest suitable available drivers one at a time, best first, until one accepts; a
-//! people-nearby request returns nearby profiles that fit both sides' preferences, and a
-//! like from both sides is a match.
+//! matching: owns ride dispatch (and, later, people-nearby). A rider request is offered to
+//! the nearest suitable available drivers one at a time, best first, until one accepts.
 //!
-//! Routes are registered with [`configure`]; the binary mounts them next to the other
-//! services (embedded mode) or alone (`geomatch serve --service matching`, Redis mode).
-//! Register each path as one `web::resource` holding all its methods: then a wrong method
-//! gets 405 with `Allow` (`cfg.route` would give 404), and a path never hides another
-//! service's. Avoid `web::scope`: it claims its whole prefix from the other services.
+//! # Layout
+//! - [`ride`]: ride states, the request body, views, errors with their codes.
+//! - [`dispatch`]: [`Dispatcher`], the offer cycle and its invariants (transport-free).
+//! - [`routes`]: thin HTTP adapters; [`metrics`].
+//!
+//! Register each path as one `web::resource` holding all its methods (a wrong method then
+//! gets 405 with `Allow`).
+
+use std::sync::Arc;
 
 use actix_web::web;
 use geomatch_common::ServiceInfo;
 
+pub mod dispatch;
+pub mod metrics;
+pub mod ride;
+pub mod routes;
+
+pub use dispatch::{Dispatcher, Notifier};
+
 /// The service's name, as in `--service matching` and its info route.
 pub const NAME: &str = "matching";
 
-/// Registers this service's routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/v1/matching/info").route(web::get().to(info)));
+/// Registers this service's routes with `dispatcher` as their state.
+pub fn configure(cfg: &mut web::ServiceConfig, dispatcher: web::Data<Arc<Dispatcher>>) {
+    cfg.app_data(dispatcher)
+        .service(web::resource("/v1/matching/info").route(web::get().to(info)))
+        .service(web::resource("/v1/drivers/nearby").route(web::get().to(routes::nearby)))
+        .service(web::resource("/v1/rides").route(web::post().to(routes::post_ride)))
+        .service(web::resource("/v1/rides/{ride_id}").route(web::get().to(routes::get_ride)))
+        .service(web::resource("/v1/rides/{ride_id}/cancel").route(web::post().to(routes::cancel)))
+        .service(
+            web::resource("/v1/rides/{ride_id}/arrived").route(web::post().to(routes::arrived)),
+        )
+        .service(web::resource("/v1/rides/{ride_id}/start").route(web::post().to(routes::start)))
+        .service(
+            web::resource("/v1/rides/{ride_id}/complete").route(web::post().to(routes::complete)),
+        )
+        .service(
+            web::resource("/v1/drivers/{driver_id}/offer")
+                .route(web::get().to(routes::current_offer)),
+        )
+        .service(
+            web::resource("/v1/offers/{offer_id}/accept").route(web::post().to(routes::accept)),
+        )
+        .service(
+            web::resource("/v1/offers/{offer_id}/decline").route(web::post().to(routes::decline)),
+        );
 }
 
 /// `GET /v1/matching/info`: which service answered, which build.

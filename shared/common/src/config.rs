@@ -54,6 +54,90 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// Location ingest rules.
     pub ingest: IngestSettings,
+    /// Ride dispatch rules.
+    pub matching: MatchingSettings,
+}
+
+/// Rules of ride dispatch.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchingSettings {
+    /// Search radii tried in turn, metres; the last is the cap.
+    pub radii_m: Vec<f64>,
+    /// Offers made before a ride ends as no_driver_found.
+    pub max_attempts: u32,
+    /// How long a driver has to accept an offer.
+    pub offer_timeout_s: u64,
+    /// Candidates ranked per radius (nearest by the index, then by pickup ETA).
+    pub candidates: usize,
+    /// Pickup speed assumed for ETA until the ETA model lands (km/h).
+    pub pickup_speed_kmh: f64,
+    /// Road distance over straight-line distance, for ETA.
+    pub circuity: f64,
+    /// How long before `scheduled_at` dispatch starts.
+    pub schedule_lead_s: u64,
+    /// How far ahead a ride may be booked.
+    pub max_schedule_days: u64,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_ttl_s: u64,
+    /// Most drivers `GET /v1/drivers/nearby` returns.
+    pub max_nearby: usize,
+}
+
+impl Default for MatchingSettings {
+    fn default() -> Self {
+        Self {
+            radii_m: vec![1_000.0, 3_000.0, 6_000.0],
+            max_attempts: 5,
+            offer_timeout_s: 15,
+            candidates: 20,
+            pickup_speed_kmh: 25.0,
+            circuity: 1.3,
+            schedule_lead_s: 600,
+            max_schedule_days: 7,
+            idempotency_ttl_s: 86_400,
+            max_nearby: 50,
+        }
+    }
+}
+
+impl MatchingSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.radii_m.is_empty()
+            || self.radii_m.len() > 10
+            || self
+                .radii_m
+                .iter()
+                .any(|r| !r.is_finite() || *r <= 0.0 || *r > 100_000.0)
+            || self.radii_m.windows(2).any(|w| w[0] >= w[1])
+        {
+            return Err(invalid(
+                "matching.radii_m",
+                "must be 1 to 10 increasing radii in (0, 100000] m",
+            ));
+        }
+        check_range("matching.max_attempts", self.max_attempts, 1, 100)?;
+        check_range("matching.offer_timeout_s", self.offer_timeout_s, 1, 600)?;
+        check_range("matching.candidates", self.candidates, 1, 500)?;
+        check_range("matching.max_nearby", self.max_nearby, 1, 500)?;
+        check_range("matching.max_schedule_days", self.max_schedule_days, 0, 30)?;
+        check_range(
+            "matching.idempotency_ttl_s",
+            self.idempotency_ttl_s,
+            60,
+            7 * 86_400,
+        )?;
+        if !(self.pickup_speed_kmh.is_finite() && self.pickup_speed_kmh > 0.0) {
+            return Err(invalid(
+                "matching.pickup_speed_kmh",
+                "must be a positive number",
+            ));
+        }
+        if !(self.circuity.is_finite() && (1.0..=3.0).contains(&self.circuity)) {
+            return Err(invalid("matching.circuity", "must be in [1, 3]"));
+        }
+        Ok(())
+    }
 }
 
 /// Rules of location ingest.
@@ -428,6 +512,7 @@ impl Settings {
         validate_index(&self.index)?;
         self.log.validate()?;
         self.ingest.validate()?;
+        self.matching.validate()?;
         self.auth.validate(self.mode)
     }
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests over loopback HTTP. One binary: `cargo test -p geomatch-e2e`.
 
+mod dispatch;
 mod errors;
 mod health;
 mod ingest;

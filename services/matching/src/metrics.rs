@@ -1,0 +1,60 @@
+//! Prometheus metrics of dispatch.
+
+use geomatch_common::metrics::Metrics;
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+
+#[derive(Clone)]
+pub struct MatchingMetrics {
+    pub to_first_offer: Histogram,
+    pub to_accept: Histogram,
+    /// Offers by outcome: accepted, declined, timed_out, withdrawn.
+    pub offers: IntCounterVec,
+    /// Rides by terminal state.
+    pub rides: IntCounterVec,
+    pub candidates: Histogram,
+    pub open_rides: IntGauge,
+}
+
+impl MatchingMetrics {
+    pub fn new(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+        let m = MatchingMetrics {
+            to_first_offer: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dispatch_request_to_first_offer_seconds",
+                    "From ride request (or scheduled dispatch start) to the first offer",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+            )?,
+            to_accept: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dispatch_request_to_accept_seconds",
+                    "From ride request to a driver's accept",
+                )
+                .buckets(prometheus::exponential_buckets(0.01, 2.0, 14)?),
+            )?,
+            offers: IntCounterVec::new(
+                Opts::new("dispatch_offers_total", "Offers by outcome"),
+                &["outcome"],
+            )?,
+            rides: IntCounterVec::new(
+                Opts::new("dispatch_rides_total", "Rides by terminal state"),
+                &["state"],
+            )?,
+            candidates: Histogram::with_opts(
+                HistogramOpts::new(
+                    "dispatch_candidates_examined",
+                    "Candidates found per search radius",
+                )
+                .buckets(vec![0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
+            )?,
+            open_rides: IntGauge::new("dispatch_open_rides", "Rides not yet in a terminal state")?,
+        };
+        metrics.register(m.to_first_offer.clone())?;
+        metrics.register(m.to_accept.clone())?;
+        metrics.register(m.offers.clone())?;
+        metrics.register(m.rides.clone())?;
+        metrics.register(m.candidates.clone())?;
+        metrics.register(m.open_rides.clone())?;
+        Ok(m)
+    }
+}

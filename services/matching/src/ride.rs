@@ -1,0 +1,182 @@
+//! Rides and offers: states, the requests that create them and the views returned.
+
+use actix_web::http::StatusCode;
+use geomatch_common::error::ErrorCode;
+use geomatch_index::{EntryId, Position};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RideState {
+    Requested,
+    Dispatching,
+    Accepted,
+    DriverArrived,
+    InProgress,
+    Completed,
+    Cancelled,
+    NoDriverFound,
+}
+
+impl RideState {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RideState::Completed | RideState::Cancelled | RideState::NoDriverFound
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RideState::Requested => "requested",
+            RideState::Dispatching => "dispatching",
+            RideState::Accepted => "accepted",
+            RideState::DriverArrived => "driver_arrived",
+            RideState::InProgress => "in_progress",
+            RideState::Completed => "completed",
+            RideState::Cancelled => "cancelled",
+            RideState::NoDriverFound => "no_driver_found",
+        }
+    }
+}
+
+/// `POST /v1/rides` body.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RideRequest {
+    pub pickup: Position,
+    pub dropoff: Position,
+    /// A configured vehicle class (`standard`, `xl`, …).
+    pub product: String,
+    /// Minimum seats (defaults to any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_driver_id: Option<EntryId>,
+    /// ms since the Unix epoch; up to `matching.max_schedule_days` ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Transition {
+    pub state: RideState,
+    pub at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// A ride as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RideView {
+    pub ride_id: String,
+    pub rider_id: String,
+    pub state: RideState,
+    pub pickup: Position,
+    pub dropoff: Position,
+    pub product: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_id: Option<String>,
+    /// Pickup ETA of the assigned driver when they accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pickup_eta_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<i64>,
+    /// Offers made so far.
+    pub attempts: u32,
+    pub transitions: Vec<Transition>,
+}
+
+/// An offer as the driver sees it (also the WebSocket event).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OfferView {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub offer_id: String,
+    pub ride_id: String,
+    pub pickup: Position,
+    pub dropoff: Position,
+    pub product: String,
+    pub pickup_distance_m: f64,
+    pub pickup_eta_s: u64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DispatchError {
+    #[error("an Idempotency-Key header is required")]
+    MissingKey,
+    #[error("Idempotency-Key must be 1 to 128 visible ASCII characters")]
+    BadKey,
+    #[error("this Idempotency-Key was used with a different body")]
+    KeyReused,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    InProgress,
+    #[error("the rider already has an open ride ({0})")]
+    RideOpen(String),
+    #[error("unknown product {0:?}")]
+    UnknownProduct(String),
+    #[error("seats must be 1..=16")]
+    Seats,
+    #[error("scheduled_at must be in the future and at most {0} days ahead")]
+    Schedule(u64),
+    #[error("quotes are not available yet; omit quote_id")]
+    Quote,
+    #[error("no ride {0}")]
+    RideNotFound(String),
+    #[error("no offer {0}")]
+    OfferNotFound(String),
+    #[error("driver {0} has no current offer")]
+    NoOffer(String),
+    #[error("this offer is no longer current (accepted, declined, expired or withdrawn)")]
+    OfferGone,
+    #[error("the ride is {0}; this step needs it to be {1}")]
+    WrongState(&'static str, &'static str),
+    #[error("the driver is no longer available")]
+    DriverUnavailable,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("invalid query: {0}")]
+    Query(String),
+}
+
+impl ErrorCode for DispatchError {
+    fn status(&self) -> StatusCode {
+        use DispatchError::*;
+        match self {
+            MissingKey | BadKey | Query(_) => StatusCode::BAD_REQUEST,
+            KeyReused | UnknownProduct(_) | Seats | Schedule(_) | Quote => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            InProgress | RideOpen(_) | OfferGone | WrongState(..) | DriverUnavailable => {
+                StatusCode::CONFLICT
+            }
+            RideNotFound(_) | OfferNotFound(_) | NoOffer(_) => StatusCode::NOT_FOUND,
+            Forbidden => StatusCode::FORBIDDEN,
+        }
+    }
+    fn code(&self) -> &'static str {
+        use DispatchError::*;
+        match self {
+            MissingKey => "idempotency_key_required",
+            BadKey => "invalid_idempotency_key",
+            KeyReused => "idempotency_key_reused",
+            InProgress => "request_in_progress",
+            RideOpen(_) => "ride_already_open",
+            UnknownProduct(_) => "unknown_product",
+            Seats => "invalid_seats",
+            Schedule(_) => "invalid_schedule",
+            Quote => "quote_unavailable",
+            RideNotFound(_) => "ride_not_found",
+            OfferNotFound(_) => "offer_not_found",
+            NoOffer(_) => "no_current_offer",
+            OfferGone => "offer_not_current",
+            WrongState(..) => "invalid_ride_state",
+            DriverUnavailable => "driver_unavailable",
+            Forbidden => "forbidden",
+            Query(_) => "invalid_query",
+        }
+    }
+}

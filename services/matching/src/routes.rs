@@ -1,0 +1,204 @@
+//! HTTP adapters of dispatch: parse, authorise, call [`Dispatcher`], map the answer.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use geomatch_common::auth::{Principal, Role};
+use geomatch_common::error::ApiError;
+use geomatch_index::Position;
+use serde::Deserialize;
+
+use crate::dispatch::Dispatcher;
+use crate::ride::{DispatchError, RideRequest, RideState, RideView};
+
+type Dispatch = web::Data<Arc<Dispatcher>>;
+
+/// `POST /v1/rides` (rider token, `Idempotency-Key` required).
+pub async fn post_ride(
+    d: Dispatch,
+    who: Principal,
+    req: HttpRequest,
+    body: web::Json<RideRequest>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(&[Role::Rider])?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map_err(|_| DispatchError::BadKey))
+        .transpose()?;
+    let created = d.request(&who.subject, key, body.into_inner())?;
+    let mut response = HttpResponse::Created();
+    if created.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(created.ride))
+}
+
+fn may_see(who: &Principal, ride: &RideView) -> Result<(), DispatchError> {
+    let own = (who.role == Role::Rider && who.subject == ride.rider_id)
+        || (who.role == Role::Driver && ride.driver_id.as_deref() == Some(who.subject.as_str()));
+    if own || who.role.is_privileged() {
+        Ok(())
+    } else {
+        Err(DispatchError::Forbidden)
+    }
+}
+
+/// `GET /v1/rides/{ride_id}`: the rider, the assigned driver, service or admin.
+pub async fn get_ride(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ride = d.ride(&path)?;
+    may_see(&who, &ride)?;
+    Ok(HttpResponse::Ok().json(ride))
+}
+
+/// `POST /v1/rides/{ride_id}/cancel`: the rider, the assigned driver, service or admin.
+pub async fn cancel(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let ride = d.ride(&path)?;
+    may_see(&who, &ride)?;
+    let by = format!("{}:{}", role_name(who.role), who.subject);
+    Ok(HttpResponse::Ok().json(d.cancel(&path, &by)?))
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Driver => "driver",
+        Role::Rider => "rider",
+        Role::Service => "service",
+        Role::Admin => "admin",
+    }
+}
+
+/// `GET /v1/drivers/{driver_id}/offer`
+pub async fn current_offer(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    who.may_act_as(Role::Driver, &path)?;
+    Ok(HttpResponse::Ok().json(d.current_offer(&path)?))
+}
+
+/// The driver an offer action is for: the token's own id, or for a privileged caller the
+/// offer's driver.
+fn offer_actor(d: &Dispatcher, who: &Principal, offer_id: &str) -> Result<String, ApiError> {
+    match who.role {
+        Role::Driver => Ok(who.subject.clone()),
+        r if r.is_privileged() => Ok(d.offer_driver(offer_id)?),
+        _ => Err(DispatchError::Forbidden.into()),
+    }
+}
+
+/// `POST /v1/offers/{offer_id}/accept`
+pub async fn accept(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let driver = offer_actor(&d, &who, &path)?;
+    Ok(HttpResponse::Ok().json(d.accept(&path, &driver)?))
+}
+
+/// `POST /v1/offers/{offer_id}/decline`
+pub async fn decline(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let driver = offer_actor(&d, &who, &path)?;
+    d.decline(&path, &driver)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn step(
+    d: Dispatch,
+    who: Principal,
+    ride_id: &str,
+    to: RideState,
+) -> Result<HttpResponse, ApiError> {
+    let driver = match who.role {
+        Role::Driver => Some(who.subject.as_str()),
+        r if r.is_privileged() => None,
+        _ => return Err(DispatchError::Forbidden.into()),
+    };
+    Ok(HttpResponse::Ok().json(d.progress(ride_id, driver, to)?))
+}
+
+/// `POST /v1/rides/{ride_id}/arrived`
+pub async fn arrived(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    step(d, who, &path, RideState::DriverArrived).await
+}
+
+/// `POST /v1/rides/{ride_id}/start`
+pub async fn start(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    step(d, who, &path, RideState::InProgress).await
+}
+
+/// `POST /v1/rides/{ride_id}/complete`
+pub async fn complete(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    step(d, who, &path, RideState::Completed).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NearbyQuery {
+    pub lat: f64,
+    pub lng: f64,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default = "default_radius")]
+    pub radius_m: f64,
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+fn default_k() -> usize {
+    10
+}
+
+fn default_radius() -> f64 {
+    3_000.0
+}
+
+/// `GET /v1/drivers/nearby?lat&lng&k&radius_m&class`
+pub async fn nearby(
+    d: Dispatch,
+    who: Principal,
+    q: web::Query<NearbyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let at = Position::new(q.lat, q.lng).map_err(|e| DispatchError::Query(e.to_string()))?;
+    let max_k = d.settings().max_nearby;
+    if q.k == 0 || q.k > max_k {
+        return Err(DispatchError::Query(format!("k must be in 1..={max_k}")).into());
+    }
+    if !(q.radius_m.is_finite() && q.radius_m > 0.0 && q.radius_m <= 50_000.0) {
+        return Err(DispatchError::Query("radius_m must be in (0, 50000]".into()).into());
+    }
+    let drivers = d.nearby(
+        &at,
+        q.k,
+        q.radius_m,
+        q.class.as_deref(),
+        who.role.is_privileged(),
+    )?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "drivers": drivers })))
+}

@@ -1,0 +1,714 @@
+//! Ride dispatch over real HTTP (embedded mode): the offer cycle, idempotency, trip steps
+//! and the invariants under a concurrent swarm, checked on the recorded history.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use geomatch_common::auth::Role;
+use geomatch_common::Mode;
+use geomatch_e2e::{spawn_in, TestApp};
+use serde_json::{json, Value};
+
+async fn body(r: reqwest::Response) -> Value {
+    r.json().await.expect("a JSON body")
+}
+
+async fn assert_problem(r: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(r.status().as_u16(), status);
+    let b = body(r).await;
+    assert_eq!(b["code"], code, "{b}");
+}
+
+/// Puts a driver at `(lat, lng)` and online with `class`.
+async fn online(app: &TestApp, id: &str, lat: f64, lng: f64, class: &str) {
+    let t = app.driver(id);
+    let r = app
+        .put_location(&t, id, &json!({"lat": lat, "lng": lng}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = app
+        .put_status(
+            &t,
+            id,
+            &json!({"status": "available", "vehicle_class": class, "seats": 4}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+fn ride_body(lat: f64, lng: f64) -> Value {
+    json!({"pickup": {"lat": lat, "lng": lng}, "dropoff": {"lat": lat + 0.05, "lng": lng + 0.05}, "product": "standard"})
+}
+
+async fn offer_of(app: &TestApp, driver: &str) -> Option<Value> {
+    let r = app
+        .get_as(&app.driver(driver), &format!("/v1/drivers/{driver}/offer"))
+        .await;
+    (r.status() == 200).then_some(body(r).await)
+}
+
+async fn app_with(offer_timeout_s: u64) -> TestApp {
+    spawn_in(Mode::Embedded, |s| {
+        s.matching.offer_timeout_s = offer_timeout_s;
+        s.ingest.rate_per_s = 1000.0;
+        s.ingest.burst = 1000.0;
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_nearest_available_driver_of_the_product_is_offered_first_and_accepting_assigns_the_ride(
+) {
+    let app = app_with(15).await;
+    online(&app, "near", 37.5005, 127.0, "standard").await;
+    online(&app, "far", 37.51, 127.0, "standard").await;
+    online(&app, "xl-nearer", 37.5001, 127.0, "xl").await;
+    let rider = app.token("u1", Role::Rider);
+    let r = app.post_ride(&rider, "k1", &ride_body(37.5, 127.0)).await;
+    assert_eq!(r.status(), 201);
+    let ride = body(r).await;
+    assert_eq!(ride["state"], "dispatching");
+    let offer = offer_of(&app, "near")
+        .await
+        .expect("the nearest standard driver holds the offer");
+    assert!(offer_of(&app, "far").await.is_none());
+    assert!(
+        offer_of(&app, "xl-nearer").await.is_none(),
+        "another product is never offered"
+    );
+    assert!((offer["pickup_distance_m"].as_f64().unwrap() - 55.6).abs() < 1.0);
+    let ride_id = ride["ride_id"].as_str().unwrap();
+    let r = app
+        .post_as(
+            &app.driver("near"),
+            &format!("/v1/offers/{}/accept", offer["offer_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let ride = body(app.get_as(&rider, &format!("/v1/rides/{ride_id}")).await).await;
+    assert_eq!(
+        (ride["state"].as_str(), ride["driver_id"].as_str()),
+        (Some("accepted"), Some("near"))
+    );
+    let states: Vec<&str> = ride["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["requested", "dispatching", "accepted"]);
+    // The driver is busy now: not on the map, not offered anything else.
+    let map = body(
+        app.get_as(
+            &app.token("ops", Role::Service),
+            "/v1/drivers/nearby?lat=37.5&lng=127.0&k=10",
+        )
+        .await,
+    )
+    .await;
+    let ids: Vec<&str> = map["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["driver_id"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&"near") && ids.contains(&"far"), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first() {
+    let app = app_with(1).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    online(&app, "b", 37.5005, 127.0, "standard").await;
+    online(&app, "c", 37.5010, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    let offer = offer_of(&app, "a").await.unwrap();
+    let r = app
+        .post_as(
+            &app.driver("a"),
+            &format!("/v1/offers/{}/decline", offer["offer_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    assert!(
+        offer_of(&app, "b").await.is_some(),
+        "declined: the next nearest"
+    );
+    // b lets it time out (1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(offer_of(&app, "b").await.is_none());
+    let offer_c = offer_of(&app, "c").await.expect("timed out: the next one");
+    assert!(
+        offer_of(&app, "a").await.is_none(),
+        "a declined this ride and is never asked again"
+    );
+    // The late accept of b's expired offer changes nothing.
+    let ride_id = ride["ride_id"].as_str().unwrap();
+    assert_eq!(
+        body(app.get_as(&rider, &format!("/v1/rides/{ride_id}")).await).await["attempts"],
+        3
+    );
+    let r = app
+        .post_as(
+            &app.driver("c"),
+            &format!(
+                "/v1/offers/{}/accept",
+                offer_c["offer_id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let m = app.get_metrics().await.text().await.unwrap();
+    for outcome in ["accepted", "declined", "timed_out"] {
+        assert!(
+            m.contains(&format!("dispatch_offers_total{{outcome=\"{outcome}\"}} 1")),
+            "{outcome}: {m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_late_or_repeated_accept_is_409_and_changes_nothing() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    online(&app, "b", 37.5005, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    let ride_id = ride["ride_id"].as_str().unwrap();
+    let offer = offer_of(&app, "a").await.unwrap();
+    let accept = format!("/v1/offers/{}/accept", offer["offer_id"].as_str().unwrap());
+    // Another driver cannot accept a's offer.
+    assert_problem(
+        app.post_as(&app.driver("b"), &accept, None).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(
+        app.post_as(&app.driver("a"), &accept, None).await.status(),
+        200
+    );
+    assert_problem(
+        app.post_as(&app.driver("a"), &accept, None).await,
+        409,
+        "offer_not_current",
+    )
+    .await;
+    let after = body(app.get_as(&rider, &format!("/v1/rides/{ride_id}")).await).await;
+    assert_eq!(
+        (
+            after["driver_id"].as_str(),
+            after["transitions"].as_array().unwrap().len()
+        ),
+        (Some("a"), 3)
+    );
+}
+
+#[tokio::test]
+async fn with_nobody_within_the_radius_cap_the_ride_ends_as_no_driver_found() {
+    let app = app_with(15).await;
+    online(&app, "far-away", 37.7, 127.0, "standard").await; // 22 km: beyond the 6 km cap
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    assert_eq!(ride["state"], "no_driver_found");
+    assert!(offer_of(&app, "far-away").await.is_none());
+    // The rider may ask again.
+    assert_eq!(
+        app.post_ride(&rider, "k2", &ride_body(37.5, 127.0))
+            .await
+            .status(),
+        201
+    );
+}
+
+#[tokio::test]
+async fn after_the_maximum_number_of_offers_the_ride_ends_as_no_driver_found() {
+    let app = spawn_in(Mode::Embedded, |s| s.matching.max_attempts = 2).await;
+    for (i, d) in ["a", "b", "c"].iter().enumerate() {
+        online(&app, d, 37.5001 + i as f64 * 0.0003, 127.0, "standard").await;
+    }
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    for d in ["a", "b"] {
+        let o = offer_of(&app, d).await.unwrap();
+        app.post_as(
+            &app.driver(d),
+            &format!("/v1/offers/{}/decline", o["offer_id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    }
+    let ride = body(
+        app.get_as(
+            &rider,
+            &format!("/v1/rides/{}", ride["ride_id"].as_str().unwrap()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(ride["state"], "no_driver_found");
+    assert!(offer_of(&app, "c").await.is_none());
+}
+
+#[tokio::test]
+async fn the_idempotency_key_is_required_replays_the_same_body_and_refuses_another() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    assert_problem(
+        app.post_ride(&rider, "", &ride_body(37.5, 127.0)).await,
+        400,
+        "idempotency_key_required",
+    )
+    .await;
+    let first = app.post_ride(&rider, "k1", &ride_body(37.5, 127.0)).await;
+    assert_eq!(first.status(), 201);
+    let first = body(first).await;
+    let again = app.post_ride(&rider, "k1", &ride_body(37.5, 127.0)).await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(body(again).await["ride_id"], first["ride_id"]);
+    assert_problem(
+        app.post_ride(&rider, "k1", &ride_body(37.6, 127.0)).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    // One open ride per rider.
+    assert_problem(
+        app.post_ride(&rider, "k2", &ride_body(37.5, 127.0)).await,
+        409,
+        "ride_already_open",
+    )
+    .await;
+    // Only riders ask for rides.
+    assert_problem(
+        app.post_ride(&app.driver("a"), "k3", &ride_body(37.5, 127.0))
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_hundred_parallel_identical_posts_with_one_key_make_exactly_one_ride() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url, token) = (
+            app.client.clone(),
+            format!("{}/v1/rides", app.address),
+            rider.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", "same")
+                .json(&ride_body(37.5, 127.0))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut rides = HashSet::new();
+    for t in tasks {
+        let (status, b) = t.await.unwrap();
+        match status {
+            201 => {
+                rides.insert(b["ride_id"].as_str().unwrap().to_owned());
+            }
+            409 => assert_eq!(b["code"], "request_in_progress"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(rides.len(), 1, "{rides:?}");
+    let m = app.get_metrics().await.text().await.unwrap();
+    assert!(m.contains("dispatch_open_rides 1"), "{m}");
+}
+
+#[tokio::test]
+async fn a_trip_runs_to_completion_and_the_driver_is_available_again() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    let id = ride["ride_id"].as_str().unwrap();
+    let o = offer_of(&app, "a").await.unwrap();
+    let t = app.driver("a");
+    app.post_as(
+        &t,
+        &format!("/v1/offers/{}/accept", o["offer_id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    // Steps only in order, only by the assigned driver.
+    assert_problem(
+        app.post_as(&t, &format!("/v1/rides/{id}/complete"), None)
+            .await,
+        409,
+        "invalid_ride_state",
+    )
+    .await;
+    assert_problem(
+        app.post_as(&app.driver("b"), &format!("/v1/rides/{id}/arrived"), None)
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    // A driver on a ride cannot declare itself available.
+    assert_problem(
+        app.put_status(&t, "a", &json!({"status": "available"}))
+            .await,
+        409,
+        "driver_engaged",
+    )
+    .await;
+    for step in ["arrived", "start", "complete"] {
+        assert_eq!(
+            app.post_as(&t, &format!("/v1/rides/{id}/{step}"), None)
+                .await
+                .status(),
+            200,
+            "{step}"
+        );
+    }
+    let ride = body(app.get_as(&rider, &format!("/v1/rides/{id}")).await).await;
+    let states: Vec<&str> = ride["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "requested",
+            "dispatching",
+            "accepted",
+            "driver_arrived",
+            "in_progress",
+            "completed"
+        ]
+    );
+    assert_eq!(
+        body(app.get_driver(&t, "a").await).await["status"],
+        "available"
+    );
+    // Another rider cannot read this ride.
+    assert_problem(
+        app.get_as(&app.token("u2", Role::Rider), &format!("/v1/rides/{id}"))
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rider_cancel_during_dispatch_withdraws_the_offer_and_frees_the_driver() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    let id = ride["ride_id"].as_str().unwrap();
+    let o = offer_of(&app, "a").await.unwrap();
+    let r = app
+        .post_as(&rider, &format!("/v1/rides/{id}/cancel"), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["state"], "cancelled");
+    assert!(offer_of(&app, "a").await.is_none());
+    assert_problem(
+        app.post_as(
+            &app.driver("a"),
+            &format!("/v1/offers/{}/accept", o["offer_id"].as_str().unwrap()),
+            None,
+        )
+        .await,
+        409,
+        "offer_not_current",
+    )
+    .await;
+    assert_eq!(
+        body(app.get_driver(&app.driver("a"), "a").await).await["status"],
+        "available"
+    );
+    assert_problem(
+        app.post_as(&rider, &format!("/v1/rides/{id}/cancel"), None)
+            .await,
+        409,
+        "invalid_ride_state",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_preferred_driver_is_offered_first_when_available_within_reach() {
+    let app = app_with(15).await;
+    online(&app, "near", 37.5001, 127.0, "standard").await;
+    online(&app, "fav", 37.505, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let mut b = ride_body(37.5, 127.0);
+    b["preferred_driver_id"] = json!("fav");
+    app.post_ride(&rider, "k", &b).await;
+    assert!(offer_of(&app, "fav").await.is_some());
+    assert!(offer_of(&app, "near").await.is_none());
+}
+
+#[tokio::test]
+async fn riders_see_cars_around_them_snapped_to_cells_without_ids() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5011, 127.0013, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let map = body(
+        app.get_as(&rider, "/v1/drivers/nearby?lat=37.5&lng=127.0")
+            .await,
+    )
+    .await;
+    let d = &map["drivers"][0];
+    assert!(
+        d.get("driver_id").is_none() && d.get("distance_m").is_none(),
+        "{d}"
+    );
+    let snapped = h3o::LatLng::from(
+        h3o::LatLng::new(37.5011, 127.0013)
+            .unwrap()
+            .to_cell(h3o::Resolution::Eight),
+    );
+    assert!((d["lat"].as_f64().unwrap() - snapped.lat()).abs() < 1e-9);
+    let exact = body(
+        app.get_as(
+            &app.token("ops", Role::Admin),
+            "/v1/drivers/nearby?lat=37.5&lng=127.0",
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(exact["drivers"][0]["driver_id"], "a");
+    assert_eq!(exact["drivers"][0]["lat"].as_f64(), Some(37.5011));
+    assert_problem(
+        app.get_as(&rider, "/v1/drivers/nearby?lat=99&lng=0").await,
+        400,
+        "invalid_query",
+    )
+    .await;
+    assert_problem(
+        app.get_as(&rider, "/v1/drivers/nearby?lat=1&lng=0&k=100000")
+            .await,
+        400,
+        "invalid_query",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn offers_are_pushed_to_the_drivers_websocket() {
+    use futures_util::StreamExt;
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(app.stream_url("a", &app.driver("a")))
+        .await
+        .unwrap();
+    app.post_ride(&app.token("u1", Role::Rider), "k", &ride_body(37.5, 127.0))
+        .await;
+    let event: Value = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                break serde_json::from_str(&t).unwrap()
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(event["type"], "offer");
+    assert_eq!(
+        event["offer_id"],
+        offer_of(&app, "a").await.unwrap()["offer_id"]
+    );
+}
+
+/// A swarm of riders and drivers at once; every response is recorded, then the invariants
+/// are checked on the history and on the final state.
+#[tokio::test]
+async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_and_no_ride_is_lost()
+{
+    let app = app_with(2).await;
+    let drivers: Vec<String> = (0..15).map(|i| format!("d{i}")).collect();
+    for (i, d) in drivers.iter().enumerate() {
+        online(&app, d, 37.5 + (i as f64) * 0.0004, 127.0, "standard").await;
+    }
+    let app = std::sync::Arc::new(app);
+    let mut tasks = Vec::new();
+    // Riders: each asks for a ride.
+    for r in 0..30 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let rider = app.token(&format!("u{r}"), Role::Rider);
+            let res = app
+                .post_ride(
+                    &rider,
+                    &format!("k{r}"),
+                    &ride_body(37.5 + (r % 5) as f64 * 0.001, 127.0),
+                )
+                .await;
+            let b = body(res).await;
+            vec![(
+                "ride".to_owned(),
+                b["ride_id"].as_str().unwrap_or("").to_owned(),
+                String::new(),
+            )]
+        }));
+    }
+    // Drivers: poll for offers, accept most, decline some, complete accepted rides.
+    for (i, d) in drivers.iter().enumerate() {
+        let (app, d) = (app.clone(), d.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = app.driver(&d);
+            let mut history = Vec::new();
+            for round in 0..40 {
+                if let Some(o) = offer_of(&app, &d).await {
+                    let offer = o["offer_id"].as_str().unwrap().to_owned();
+                    let verb = if (i + round) % 4 == 0 {
+                        "decline"
+                    } else {
+                        "accept"
+                    };
+                    let r = app
+                        .post_as(&t, &format!("/v1/offers/{offer}/{verb}"), None)
+                        .await;
+                    let status = r.status().as_u16();
+                    if verb == "accept" && status == 200 {
+                        let ride = body(r).await["ride_id"].as_str().unwrap().to_owned();
+                        history.push(("accepted".to_owned(), ride.clone(), d.clone()));
+                        for step in ["arrived", "start", "complete"] {
+                            assert_eq!(
+                                app.post_as(&t, &format!("/v1/rides/{ride}/{step}"), None)
+                                    .await
+                                    .status(),
+                                200
+                            );
+                        }
+                        history.push(("completed".to_owned(), ride, d.clone()));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            history
+        }));
+    }
+    let mut created = HashSet::new();
+    let mut accepted_by: HashMap<String, Vec<String>> = HashMap::new();
+    let mut driver_timeline: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for t in tasks {
+        for (what, ride, driver) in t.await.unwrap() {
+            match what.as_str() {
+                "ride" => {
+                    assert!(!ride.is_empty(), "every rider got a ride");
+                    created.insert(ride);
+                }
+                _ => {
+                    if what == "accepted" {
+                        accepted_by
+                            .entry(ride.clone())
+                            .or_default()
+                            .push(driver.clone());
+                    }
+                    driver_timeline
+                        .entry(driver)
+                        .or_default()
+                        .push((what, ride));
+                }
+            }
+        }
+    }
+    assert_eq!(created.len(), 30);
+    assert!(
+        accepted_by.len() >= 10,
+        "the swarm exercised dispatch: {} rides accepted",
+        accepted_by.len()
+    );
+    // A ride never has two drivers.
+    for (ride, ds) in &accepted_by {
+        assert_eq!(ds.len(), 1, "ride {ride} accepted by {ds:?}");
+    }
+    // A driver never has two active rides: in its own timeline every accept is completed
+    // before the next accept.
+    for (d, events) in &driver_timeline {
+        for pair in events.chunks(2) {
+            assert_eq!(pair[0].0, "accepted", "{d}: {events:?}");
+            assert_eq!(
+                (pair[1].0.as_str(), &pair[1].1),
+                ("completed", &pair[0].1),
+                "{d}: {events:?}"
+            );
+        }
+    }
+    // No ride is lost: each is terminal, or visibly dispatching.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let ops = app.token("ops", Role::Service);
+    for ride in &created {
+        let v = body(app.get_as(&ops, &format!("/v1/rides/{ride}")).await).await;
+        let state = v["state"].as_str().unwrap();
+        assert!(
+            ["completed", "no_driver_found", "dispatching"].contains(&state),
+            "{ride}: {v}"
+        );
+        if state == "completed" {
+            assert_eq!(accepted_by.get(ride).map(Vec::len), Some(1));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches() {
+    let app = spawn_in(Mode::Embedded, |s| s.matching.schedule_lead_s = 1).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut b = ride_body(37.5, 127.0);
+    b["scheduled_at"] = json!(now + 2_500);
+    let ride = body(app.post_ride(&rider, "k", &b).await).await;
+    assert_eq!(ride["state"], "requested");
+    assert!(offer_of(&app, "a").await.is_none());
+    let started = std::time::Instant::now();
+    while offer_of(&app, "a").await.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Not before the lead time: 2.5 s ahead with a 1 s lead means about 1.5 s of waiting.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut too_far = ride_body(37.5, 127.0);
+    too_far["scheduled_at"] = json!(now + 8 * 86_400_000);
+    assert_problem(
+        app.post_ride(&app.token("u2", Role::Rider), "k", &too_far)
+            .await,
+        422,
+        "invalid_schedule",
+    )
+    .await;
+}
