@@ -9,6 +9,7 @@ use geomatch_common::{
     Readiness, Settings,
 };
 use geomatch_index::Index;
+use location_ingest::follower::{Follower, FollowerMetrics};
 use location_ingest::{
     ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
 };
@@ -115,7 +116,7 @@ pub struct Application {
     port: u16,
     server: Server,
     /// Periodic work (expiry sweeps); stopped with the server.
-    background: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -151,6 +152,16 @@ impl Application {
                 (Store::Redis(redis), readiness)
             }
         };
+        let mut background = Vec::new();
+        if let Store::Redis(redis) = &store {
+            // This process's index follows the shared state (snapshot, then the streams).
+            let follower = Follower::new(
+                redis.pool().clone(),
+                index.clone(),
+                FollowerMetrics::new(&metrics).context("registering replica metrics")?,
+            );
+            background.push(tokio::spawn(follower.run()));
+        }
         let ingest = web::Data::new(Ingest::new(
             index.clone(),
             store,
@@ -165,7 +176,10 @@ impl Application {
             Arc::new(HubNotifier(hub.clone())),
             MatchingMetrics::new(&metrics).context("registering matching metrics")?,
         ));
-        let background = tokio::spawn(periodic(ingest.clone().into_inner(), dispatcher.clone()));
+        background.push(tokio::spawn(periodic(
+            ingest.clone().into_inner(),
+            dispatcher.clone(),
+        )));
         let shared = Shared {
             index: web::Data::from(index),
             metrics,
@@ -244,14 +258,14 @@ impl Application {
         let background = self.background;
         tokio::select! {
             result = &mut server => {
-                background.abort();
+                background.iter().for_each(tokio::task::JoinHandle::abort);
                 return result;
             }
             () = shutdown => {}
         }
         tracing::info!("stop requested: refusing new connections, finishing in-flight requests");
         let (result, ()) = tokio::join!(server, handle.stop(true));
-        background.abort();
+        background.iter().for_each(tokio::task::JoinHandle::abort);
         tracing::info!("stopped");
         result
     }

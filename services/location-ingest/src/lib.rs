@@ -17,6 +17,7 @@
 use actix_web::web;
 use geomatch_common::ServiceInfo;
 
+pub mod follower;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;

@@ -690,3 +690,68 @@ async fn concurrent_ingest_replicas_never_move_a_driver_backwards() {
         }
     }
 }
+
+/// Polls `f` until it returns true, for at most 5 s.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !f().await {
+        assert!(started.elapsed() < Duration::from_secs(5), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn nearby_ids(app: &TestApp) -> Vec<String> {
+    let r = app
+        .get_as(
+            &app.token("ops", Role::Service),
+            "/v1/drivers/nearby?lat=37.5&lng=127.0&k=50",
+        )
+        .await;
+    let b = json_of(r).await;
+    b["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["driver_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn in_redis_mode_every_replica_sees_drivers_ingested_by_another() {
+    let a = spawn_in(Mode::Redis, |s| s.ingest.ttl_s = 2).await;
+    // Pushed before the second replica starts: it must come from the snapshot.
+    push(&a, "early", json!({"lat": 37.5001, "lng": 127.0})).await;
+    a.put_status(&a.driver("early"), "early", &json!({"status": "available"}))
+        .await;
+    let b = spawn_replica(&a, |s| s.ingest.ttl_s = 2).await;
+    eventually("the snapshot brings the early driver", || async {
+        nearby_ids(&b).await.contains(&"early".to_owned())
+    })
+    .await;
+    // Pushed after: it must come from the stream.
+    push(&a, "late", json!({"lat": 37.5002, "lng": 127.0})).await;
+    a.put_status(&a.driver("late"), "late", &json!({"status": "available"}))
+        .await;
+    eventually("the stream brings the late driver", || async {
+        nearby_ids(&b).await.contains(&"late".to_owned())
+    })
+    .await;
+    // Offline on A is offline on B.
+    a.put_status(&a.driver("late"), "late", &json!({"status": "offline"}))
+        .await;
+    eventually("status follows", || async {
+        !nearby_ids(&b).await.contains(&"late".to_owned())
+    })
+    .await;
+    // Silence: the expiry announced by one replica removes the driver everywhere.
+    eventually("expiry follows", || async {
+        nearby_ids(&b).await.is_empty()
+    })
+    .await;
+    let m = b.get_metrics().await.text().await.unwrap();
+    assert!(m.contains("replica_events_total"), "{m}");
+}

@@ -1,0 +1,240 @@
+//! Redis mode: keeps this process's index replica current from the shared state, so that
+//! every replica of every service (matching, eta-pricing, other ingest replicas) answers
+//! from the same drivers. On start a snapshot (every driver hash), then the location
+//! streams tailed from where the snapshot began; events already applied are dropped by the
+//! index's own ordering (seq, then device time). Lag is exported as a gauge.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use geomatch_index::{Attributes, EntryId, Index, Kind, Position, Status, Update};
+use prometheus::{IntCounter, IntGauge};
+use redis::streams::StreamReadReply;
+
+use crate::ingest::now_ms;
+use crate::store::{stream_key, SHARDS};
+
+/// Entries read per stream per call.
+const READ_COUNT: usize = 1_000;
+/// How long one XREAD waits for news (below the pool's call ceiling).
+const BLOCK_MS: usize = 500;
+
+/// Metrics of the replica.
+#[derive(Clone)]
+pub struct FollowerMetrics {
+    /// Server time now minus server time of the last applied event, ms.
+    pub lag_ms: IntGauge,
+    pub events: IntCounter,
+}
+
+impl FollowerMetrics {
+    pub fn new(metrics: &geomatch_common::Metrics) -> Result<Self, prometheus::Error> {
+        let m = FollowerMetrics {
+            lag_ms: IntGauge::new(
+                "replica_lag_ms",
+                "Age of the last location event applied to this process's index",
+            )?,
+            events: IntCounter::new(
+                "replica_events_total",
+                "Location stream events applied to this process's index",
+            )?,
+        };
+        metrics.register(m.lag_ms.clone())?;
+        metrics.register(m.events.clone())?;
+        Ok(m)
+    }
+}
+
+pub struct Follower {
+    pool: Pool,
+    index: Arc<Index>,
+    metrics: FollowerMetrics,
+}
+
+fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    m.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn status_from(s: &str) -> Status {
+    match s {
+        "available" => Status::Available,
+        "offered" => Status::Offered,
+        "busy" => Status::Busy,
+        _ => Status::Offline,
+    }
+}
+
+impl Follower {
+    pub fn new(pool: Pool, index: Arc<Index>, metrics: FollowerMetrics) -> Self {
+        Follower {
+            pool,
+            index,
+            metrics,
+        }
+    }
+
+    /// Snapshot, then tail forever; reconnects (with a fresh snapshot) after errors.
+    pub async fn run(self) {
+        loop {
+            if let Err(e) = self.follow().await {
+                tracing::warn!(error = %e, "replica follower failed; restarting in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    async fn follow(&self) -> redis::RedisResult<()> {
+        let mut conn =
+            self.pool.get().await.map_err(|e| {
+                redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))
+            })?;
+        // Where each stream ends now: everything after it is tailed, everything before
+        // is in the snapshot.
+        let mut ids = Vec::with_capacity(SHARDS as usize);
+        for shard in 0..SHARDS {
+            let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                .arg(stream_key(shard))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut *conn)
+                .await?;
+            ids.push(
+                last.first()
+                    .map_or_else(|| "0-0".to_owned(), |(id, _)| id.clone()),
+            );
+        }
+        let loaded = self.snapshot(&mut conn).await?;
+        tracing::info!(
+            drivers = loaded,
+            "replica snapshot loaded; tailing the location streams"
+        );
+        let keys: Vec<String> = (0..SHARDS).map(stream_key).collect();
+        loop {
+            let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .arg("BLOCK")
+                .arg(BLOCK_MS)
+                .arg("STREAMS")
+                .arg(&keys)
+                .arg(&ids)
+                .query_async(&mut *conn)
+                .await?;
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                let Some(shard) = keys.iter().position(|k| *k == stream.key) else {
+                    continue;
+                };
+                for event in stream.ids {
+                    let map: HashMap<String, String> = event
+                        .map
+                        .iter()
+                        .filter_map(|(k, v)| {
+                            redis::from_redis_value_ref::<String>(v)
+                                .ok()
+                                .map(|v| (k.clone(), v))
+                        })
+                        .collect();
+                    self.apply(&map);
+                    ids[shard] = event.id;
+                }
+            }
+        }
+    }
+
+    async fn snapshot(&self, conn: &mut deadpool_redis::Connection) -> redis::RedisResult<usize> {
+        let mut loaded = 0;
+        for shard in 0..SHARDS {
+            let pattern = format!("gm:{{s{shard}}}:drv:*");
+            let prefix = format!("gm:{{s{shard}}}:drv:");
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut **conn)
+                    .await?;
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("HGETALL").arg(k);
+                }
+                let hashes: Vec<HashMap<String, String>> = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    pipe.query_async(&mut **conn).await?
+                };
+                for (key, h) in keys.iter().zip(hashes) {
+                    let Some(id) = key.strip_prefix(&prefix) else {
+                        continue;
+                    };
+                    if field(&h, "expired").is_some() {
+                        continue;
+                    }
+                    let mut m = h;
+                    m.insert("id".into(), id.to_owned());
+                    m.insert("type".into(), "location".into());
+                    if self.apply(&m) {
+                        loaded += 1;
+                        if let Some(status) = m.get("status").cloned() {
+                            m.insert("type".into(), "status".into());
+                            m.insert("status".into(), status);
+                            self.apply(&m);
+                        }
+                    }
+                }
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Applies one event (or snapshot row); true when it was understood.
+    fn apply(&self, m: &HashMap<String, String>) -> bool {
+        let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
+            return false;
+        };
+        let at: i64 = field(m, "at")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(now_ms);
+        self.metrics.events.inc();
+        self.metrics.lag_ms.set((now_ms() - at).max(0));
+        match field(m, "type") {
+            Some("location") => {
+                let pos = field(m, "lat")
+                    .zip(field(m, "lng"))
+                    .and_then(|(a, o)| Some((a.parse().ok()?, o.parse().ok()?)))
+                    .and_then(|(a, o)| Position::new(a, o).ok());
+                let Some(position) = pos else { return false };
+                let update = Update {
+                    seq: field(m, "seq").and_then(|v| v.parse().ok()),
+                    device_ts_ms: field(m, "ts").and_then(|v| v.parse().ok()),
+                    ..Update::moved(id, Kind::Driver, position, at)
+                };
+                self.index.upsert(&update).is_ok()
+            }
+            Some("status") => {
+                let attrs = Attributes {
+                    vehicle_class: field(m, "class").and_then(|v| v.parse().ok()).unwrap_or(0),
+                    seats: field(m, "seats").and_then(|v| v.parse().ok()).unwrap_or(0),
+                };
+                let status = status_from(field(m, "status").unwrap_or("offline"));
+                self.index.set_status(&id, status, Some(attrs)).is_ok()
+            }
+            Some("offline") => {
+                self.index.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+}
