@@ -169,6 +169,16 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// Another client for the same server (shares its Redis, if any).
+    pub fn clone_handle(&self) -> TestApp {
+        TestApp {
+            address: self.address.clone(),
+            client: self.client.clone(),
+            redis: self.redis.clone(),
+            auth: Authenticator::new(&test_settings().auth),
+        }
+    }
+
     /// A valid token for `sub` with `role`.
     pub fn token(&self, sub: &str, role: Role) -> String {
         self.auth.mint(sub, role, Duration::from_secs(600))

@@ -180,6 +180,9 @@ impl Application {
             ingest.clone().into_inner(),
             dispatcher.clone(),
         )));
+        if settings.matching.batch_window_ms > 0 {
+            background.push(tokio::spawn(dispatcher.clone().run_batches()));
+        }
         let shared = Shared {
             index: web::Data::from(index),
             metrics,

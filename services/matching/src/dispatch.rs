@@ -141,6 +141,41 @@ pub struct Dispatcher {
     metrics: MatchingMetrics,
 }
 
+/// Pairs rides (rows, each with its candidate drivers and pickup distances) with
+/// `drivers` (columns) so that the total cost is least; a ride is paired only with one of
+/// its candidates. Returns (row, column) pairs.
+fn min_cost_assignment(
+    rows: &[(String, Vec<(String, f64)>)],
+    drivers: &[String],
+    cost: impl Fn(f64) -> i64,
+) -> Vec<(usize, usize)> {
+    // Kuhn–Munkres wants at least as many columns as rows: pad with "nobody" columns,
+    // and make impossible pairs cost more than any real assignment could save.
+    const IMPOSSIBLE: i64 = 1_000_000_000;
+    const NOBODY: i64 = IMPOSSIBLE / 2;
+    let cols = drivers.len().max(rows.len());
+    let mut weights = vec![NOBODY; rows.len() * cols];
+    for (r, (_, candidates)) in rows.iter().enumerate() {
+        for c in 0..drivers.len() {
+            weights[r * cols + c] = IMPOSSIBLE;
+        }
+        for (d, m) in candidates {
+            if let Ok(c) = drivers.binary_search(d) {
+                weights[r * cols + c] = cost(*m);
+            }
+        }
+    }
+    let Ok(matrix) = pathfinding::matrix::Matrix::from_vec(rows.len(), cols, weights) else {
+        return Vec::new();
+    };
+    let (_, assignment) = pathfinding::kuhn_munkres::kuhn_munkres_min(&matrix);
+    assignment
+        .into_iter()
+        .enumerate()
+        .filter(|&(r, c)| c < drivers.len() && matrix[(r, c)] < NOBODY)
+        .collect()
+}
+
 fn new_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     format!("{prefix}_{:016x}", rng.random::<u64>())
@@ -301,12 +336,17 @@ impl Dispatcher {
         Ok(book.rides[&id].view())
     }
 
+    fn batching(&self) -> bool {
+        self.settings.batch_window_ms > 0
+    }
+
     /// Makes the next offer of a dispatching ride that has none, or ends it.
     fn advance(self: &Arc<Self>, book: &mut Book, ride_id: &str, now: i64) {
         let Some(ride) = book.rides.get(ride_id) else {
             return;
         };
-        if ride.state != RideState::Dispatching || ride.offer.is_some() {
+        // With batched matching the ride waits for the next batch instead.
+        if ride.state != RideState::Dispatching || ride.offer.is_some() || self.batching() {
             return;
         }
         if ride.attempts >= self.settings.max_attempts {
@@ -460,6 +500,107 @@ impl Dispatcher {
         }
         self.metrics.rides.with_label_values(&[state.name()]).inc();
         self.metrics.open_rides.dec();
+    }
+
+    /// Batched matching: every `batch_window_ms`, assign all dispatching rides without an
+    /// offer to available drivers at once, minimising the total pickup ETA (Kuhn–Munkres),
+    /// then run the same offer cycle. Rides nobody can reach widen their radius, up to the
+    /// cap, and end as `no_driver_found` past it or past `max_attempts`.
+    pub async fn run_batches(self: Arc<Self>) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(self.settings.batch_window_ms.max(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.assign_batch(now_ms());
+        }
+    }
+
+    /// One batch; returns the number of offers made.
+    pub fn assign_batch(self: &Arc<Self>, now: i64) -> usize {
+        let mut book = self.book.lock();
+        let pending: Vec<String> = book
+            .rides
+            .values()
+            // A request is held for one window, so that it can be paired with the others
+            // of its window; a ride back from a decline or timeout goes at once.
+            .filter(|r| r.state == RideState::Dispatching && r.offer.is_none())
+            .filter(|r| {
+                r.attempts > 0 || now - r.requested_at_ms >= self.settings.batch_window_ms as i64
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        // Candidates of every pending ride, widening the radius of rides that have none.
+        let mut rows: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+        for id in pending {
+            let ride = &book.rides[&id];
+            if ride.attempts >= self.settings.max_attempts {
+                self.finish(&mut book, &id, RideState::NoDriverFound, now, None);
+                continue;
+            }
+            let filter = Filter::available_drivers()
+                .vehicle_class(ride.class)
+                .min_seats(ride.request.seats.unwrap_or(0));
+            let mut radius = ride.radius;
+            let mut found = Vec::new();
+            while radius < self.settings.radii_m.len() {
+                found = self
+                    .index
+                    .nearest_where(
+                        &ride.request.pickup,
+                        self.settings.candidates,
+                        &filter,
+                        Some(self.settings.radii_m[radius]),
+                        |d| !ride.excluded.contains(d.as_str()),
+                    )
+                    .into_iter()
+                    .map(|n| (n.entry.id.to_string(), n.distance_m))
+                    .collect();
+                if !found.is_empty() {
+                    break;
+                }
+                radius += 1;
+            }
+            self.metrics.candidates.observe(found.len() as f64);
+            if found.is_empty() {
+                self.finish(&mut book, &id, RideState::NoDriverFound, now, None);
+                continue;
+            }
+            if let Some(r) = book.rides.get_mut(&id) {
+                r.radius = radius;
+            }
+            rows.push((id, found));
+        }
+        if rows.is_empty() {
+            return 0;
+        }
+        let mut drivers: Vec<String> = rows
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|(d, _)| d.clone()))
+            .collect();
+        drivers.sort_unstable();
+        drivers.dedup();
+        let assignment = min_cost_assignment(&rows, &drivers, |m| self.eta_s(m) as i64);
+        let mut offers = 0;
+        for (row, col) in assignment {
+            let (ride_id, candidates) = &rows[row];
+            let driver = &drivers[col];
+            let Some(&(_, distance)) = candidates.iter().find(|(d, _)| d == driver) else {
+                continue;
+            };
+            let Ok(id) = EntryId::parse(driver) else {
+                continue;
+            };
+            if self
+                .index
+                .compare_and_set_status(&id, &[Status::Available], Status::Offered, None)
+                .is_ok()
+            {
+                self.offer(&mut book, ride_id, driver, distance, now);
+                offers += 1;
+            }
+        }
+        offers
     }
 
     /// The driver's current offer.
@@ -688,5 +829,43 @@ impl Dispatcher {
     pub fn assignments(&self) -> (HashMap<String, String>, HashMap<String, String>) {
         let book = self.book.lock();
         (book.ride_by_driver.clone(), book.offer_by_driver.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, c: &[(&str, f64)]) -> (String, Vec<(String, f64)>) {
+        (
+            id.into(),
+            c.iter().map(|(d, m)| ((*d).into(), *m)).collect(),
+        )
+    }
+
+    #[test]
+    fn the_assignment_minimises_the_total_where_greedy_would_not() {
+        // r1 is 10 m from d1 and 100 m from d2; r2 is 10 m from d1 and 120 m from d2.
+        // Greedy (r1 first) gives r1-d1, r2-d2 = 130; the optimum is r1-d2, r2-d1 = 110.
+        let rows = vec![
+            row("r1", &[("d1", 10.0), ("d2", 100.0)]),
+            row("r2", &[("d1", 10.0), ("d2", 120.0)]),
+        ];
+        let drivers = vec!["d1".to_owned(), "d2".to_owned()];
+        let mut a = min_cost_assignment(&rows, &drivers, |m| m as i64);
+        a.sort_unstable();
+        assert_eq!(a, vec![(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn rides_without_a_reachable_driver_stay_unassigned_and_never_get_a_stranger() {
+        let rows = vec![
+            row("r1", &[("d1", 10.0)]),
+            row("r2", &[("d1", 20.0)]),
+            row("r3", &[]),
+        ];
+        let drivers = vec!["d1".to_owned(), "d2".to_owned()];
+        let a = min_cost_assignment(&rows, &drivers, |m| m as i64);
+        assert_eq!(a, vec![(0, 0)], "d2 is nobody's candidate, r3 has none");
     }
 }

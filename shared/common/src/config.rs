@@ -82,6 +82,9 @@ pub struct MatchingSettings {
     pub idempotency_ttl_s: u64,
     /// Most drivers `GET /v1/drivers/nearby` returns.
     pub max_nearby: usize,
+    /// Batched matching: 0 offers each request greedily at once; above 0, open requests
+    /// are collected for this many ms and assigned together to minimise total pickup ETA.
+    pub batch_window_ms: u64,
 }
 
 impl Default for MatchingSettings {
@@ -97,6 +100,7 @@ impl Default for MatchingSettings {
             max_schedule_days: 7,
             idempotency_ttl_s: 86_400,
             max_nearby: 50,
+            batch_window_ms: 0,
         }
     }
 }
@@ -120,6 +124,7 @@ impl MatchingSettings {
         check_range("matching.offer_timeout_s", self.offer_timeout_s, 1, 600)?;
         check_range("matching.candidates", self.candidates, 1, 500)?;
         check_range("matching.max_nearby", self.max_nearby, 1, 500)?;
+        check_range("matching.batch_window_ms", self.batch_window_ms, 0, 60_000)?;
         check_range("matching.max_schedule_days", self.max_schedule_days, 0, 30)?;
         check_range(
             "matching.idempotency_ttl_s",
