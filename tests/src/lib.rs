@@ -320,4 +320,35 @@ impl TestApp {
             .await
             .expect("the server answers")
     }
+
+    /// `POST /v1/quotes`.
+    pub async fn post_quote(&self, token: &str, body: &Value) -> Response {
+        self.post_as(token, "/v1/quotes", Some(body)).await
+    }
+
+    /// `GET /v1/quotes/{quote_id}`.
+    pub async fn get_quote(&self, token: &str, quote_id: &str) -> Response {
+        self.get_as(token, &format!("/v1/quotes/{quote_id}")).await
+    }
+
+    /// `GET /v1/eta?{query}`, e.g. `from=37.5,127&to=37.6,127`.
+    pub async fn get_eta(&self, token: &str, query: &str) -> Response {
+        self.get_as(token, &format!("/v1/eta?{query}")).await
+    }
+
+    /// `POST /v1/eta/batch`.
+    pub async fn post_eta_batch(&self, token: &str, body: &Value) -> Response {
+        self.post_as(token, "/v1/eta/batch", Some(body)).await
+    }
+
+    /// `GET /v1/surge?lat&lng`.
+    pub async fn get_surge(&self, token: &str, lat: f64, lng: f64) -> Response {
+        self.get_as(token, &format!("/v1/surge?lat={lat}&lng={lng}"))
+            .await
+    }
+
+    /// `GET /v1/heatmap?{query}`, e.g. `bbox=126.9,37.4,127.1,37.6&res=7`.
+    pub async fn get_heatmap(&self, token: &str, query: &str) -> Response {
+        self.get_as(token, &format!("/v1/heatmap?{query}")).await
+    }
 }

@@ -4,6 +4,7 @@ use std::{future::Future, io, net::TcpListener, sync::Arc};
 
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
 use anyhow::Context;
+use eta_pricing::{metrics::PricingMetrics, EtaPricing};
 use geomatch_common::{
     auth::Authenticator, error, health, http, metrics, telemetry, Metrics, Mode, NotReady,
     Readiness, Settings,
@@ -34,6 +35,10 @@ impl Services {
         matches!(self, Services::All | Services::LocationIngest)
     }
 
+    fn includes_eta_pricing(self) -> bool {
+        matches!(self, Services::All | Services::EtaPricing)
+    }
+
     /// Registers the selected services' routes.
     fn configure(self, cfg: &mut web::ServiceConfig, state: &ServiceState) {
         // Matching first: its `/v1/drivers/nearby` must win over ingest's
@@ -44,8 +49,8 @@ impl Services {
         if self.includes_ingest() {
             location_ingest::configure(cfg, state.ingest.clone(), state.hub.clone());
         }
-        if matches!(self, Services::All | Services::EtaPricing) {
-            eta_pricing::configure(cfg);
+        if self.includes_eta_pricing() {
+            eta_pricing::configure(cfg, state.pricing.clone());
         }
     }
 
@@ -63,6 +68,14 @@ impl Services {
                 paths.extend(p);
             }
             if let serde_json::Value::Object(s) = location_ingest::openapi::schemas() {
+                schemas.extend(s);
+            }
+        }
+        if self.includes_eta_pricing() {
+            if let serde_json::Value::Object(p) = eta_pricing::openapi::paths() {
+                paths.extend(p);
+            }
+            if let serde_json::Value::Object(s) = eta_pricing::openapi::schemas() {
                 schemas.extend(s);
             }
         }
@@ -84,6 +97,7 @@ struct ServiceState {
     ingest: web::Data<Ingest>,
     hub: web::Data<Hub>,
     dispatcher: web::Data<Arc<Dispatcher>>,
+    pricing: web::Data<EtaPricing>,
 }
 
 /// Offers reach drivers through their WebSocket (location-ingest's hub).
@@ -162,12 +176,26 @@ impl Application {
             );
             background.push(tokio::spawn(follower.run()));
         }
-        let ingest = web::Data::new(Ingest::new(
+        let pricing = web::Data::new(EtaPricing::new(
+            index.clone(),
+            &settings.eta,
+            &settings.pricing,
+            &settings.ingest.vehicle_classes,
+            settings.auth.jwt_secret.expose().as_bytes(),
+            PricingMetrics::new(&metrics).context("registering pricing metrics")?,
+        ));
+        let mut ingest = Ingest::new(
             index.clone(),
             store,
             settings.ingest.clone(),
             ingest_metrics,
-        ));
+        );
+        // Every accepted move is a speed sample for the ETA model.
+        let learner = pricing.clone();
+        ingest.set_move_observer(Arc::new(move |_, previous, to, dt_s| {
+            learner.observe_move(&previous.position, to, dt_s, now_ms());
+        }));
+        let ingest = web::Data::new(ingest);
         let hub = web::Data::new(Hub::default());
         let dispatcher = Arc::new(Dispatcher::new(
             index.clone(),
@@ -179,6 +207,7 @@ impl Application {
         background.push(tokio::spawn(periodic(
             ingest.clone().into_inner(),
             dispatcher.clone(),
+            pricing.clone().into_inner(),
         )));
         if settings.matching.batch_window_ms > 0 {
             background.push(tokio::spawn(dispatcher.clone().run_batches()));
@@ -194,6 +223,7 @@ impl Application {
                 ingest,
                 hub,
                 dispatcher: web::Data::new(dispatcher),
+                pricing,
             },
             openapi: web::Data::new(services.openapi()),
         };
@@ -279,13 +309,15 @@ async fn openapi(doc: web::Data<serde_json::Value>) -> web::Json<serde_json::Val
     web::Json(doc.get_ref().clone())
 }
 
-/// Once a second: takes silent drivers offline, starts dispatch of scheduled rides.
-async fn periodic(ingest: Arc<Ingest>, dispatcher: Arc<Dispatcher>) {
+/// Once a second: takes silent drivers offline, starts dispatch of scheduled rides,
+/// recomputes surge when its interval has passed.
+async fn periodic(ingest: Arc<Ingest>, dispatcher: Arc<Dispatcher>, pricing: Arc<EtaPricing>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         dispatcher.dispatch_due(now_ms());
+        pricing.tick(now_ms());
         match ingest.evict_expired(now_ms()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),

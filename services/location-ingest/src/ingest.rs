@@ -8,8 +8,8 @@ use actix_web::http::StatusCode;
 use geomatch_common::config::IngestSettings;
 use geomatch_common::error::ErrorCode;
 use geomatch_index::{
-    Attributes, Entry, EntryId, IdError, Index, IndexError, Kind, Previous, Status, Update,
-    Upserted,
+    Attributes, Entry, EntryId, IdError, Index, IndexError, Kind, Position, Previous, Status,
+    Update, Upserted,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -167,7 +167,15 @@ pub struct Ingest {
     settings: IngestSettings,
     metrics: IngestMetrics,
     events: broadcast::Sender<DriverEvent>,
+    /// Told of every accepted move (the ETA speed learner listens); see
+    /// [`Ingest::set_move_observer`].
+    move_observer: Option<MoveObserver>,
 }
+
+/// Observes accepted moves: the driver, its previous state, its new position and the
+/// seconds between the two (device clocks when both reports have one, else server receive
+/// times). Called after the index is updated, outside its locks; keep it cheap.
+pub type MoveObserver = Arc<dyn Fn(&EntryId, &Previous, &Position, f64) + Send + Sync>;
 
 impl Ingest {
     pub fn new(
@@ -188,7 +196,13 @@ impl Ingest {
             settings,
             metrics,
             events,
+            move_observer: None,
         }
+    }
+
+    /// Sets the observer told of every accepted move (set once, before serving).
+    pub fn set_move_observer(&mut self, observer: MoveObserver) {
+        self.move_observer = Some(observer);
     }
 
     pub fn settings(&self) -> &IngestSettings {
@@ -357,7 +371,17 @@ impl Ingest {
         });
         self.metrics.index_size.set(self.index.len() as i64);
         match result.map_err(index_error)? {
-            Upserted::Inserted | Upserted::Moved { .. } => Ok(Outcome::Accepted),
+            Upserted::Moved { previous } => {
+                if let Some(observe) = &self.move_observer {
+                    let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
+                        (Some(a), Some(b)) => b - a,
+                        _ => now - previous.updated_at_ms,
+                    };
+                    observe(id, &previous, &r.position, dt_ms as f64 / 1000.0);
+                }
+                Ok(Outcome::Accepted)
+            }
+            Upserted::Inserted => Ok(Outcome::Accepted),
             Upserted::Stale { .. } => Ok(Outcome::Stale),
             Upserted::Refused { .. } => Err(IngestError::ImplausibleJump {
                 speed_kmh: implied * 3.6,
