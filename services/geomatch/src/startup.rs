@@ -100,6 +100,52 @@ struct ServiceState {
     pricing: web::Data<EtaPricing>,
 }
 
+/// Dispatch verifies quotes with, and reports demand to, eta-pricing in the same process.
+struct PricingBridge(Arc<EtaPricing>);
+
+impl matching::dispatch::Pricing for PricingBridge {
+    fn verify_quote(
+        &self,
+        quote_id: &str,
+        rider: &str,
+        request: &matching::ride::RideRequest,
+    ) -> Result<(), matching::dispatch::QuoteRefusal> {
+        use geomatch_common::ErrorCode;
+        let refuse = |code: &'static str, detail: String, forbidden: bool| {
+            matching::dispatch::QuoteRefusal {
+                forbidden,
+                code,
+                detail,
+            }
+        };
+        let quote = self
+            .0
+            .verify_quote(quote_id, rider, &request.product)
+            .map_err(|e| {
+                refuse(
+                    e.code(),
+                    e.to_string(),
+                    e.status() == actix_web::http::StatusCode::FORBIDDEN,
+                )
+            })?;
+        // A quote prices one trip: the ride must be that trip (within 100 m at each end).
+        if quote.pickup.distance_m(&request.pickup) > 100.0
+            || quote.dropoff.distance_m(&request.dropoff) > 100.0
+        {
+            return Err(refuse(
+                "quote_trip_mismatch",
+                "the quote was made for another pickup or dropoff".into(),
+                false,
+            ));
+        }
+        Ok(())
+    }
+
+    fn record_demand(&self, at: &geomatch_index::Position, now_ms: i64) {
+        self.0.record_demand_at(at, now_ms);
+    }
+}
+
 /// Offers reach drivers through their WebSocket (location-ingest's hub).
 struct HubNotifier(web::Data<Hub>);
 
@@ -203,6 +249,9 @@ impl Application {
             settings.ingest.vehicle_classes.clone(),
             Arc::new(HubNotifier(hub.clone())),
             MatchingMetrics::new(&metrics).context("registering matching metrics")?,
+            pricing.model(),
+            Some(Arc::new(PricingBridge(pricing.clone().into_inner()))
+                as Arc<dyn matching::dispatch::Pricing>),
         ));
         background.push(tokio::spawn(periodic(
             ingest.clone().into_inner(),

@@ -22,6 +22,7 @@ use rand::Rng;
 
 use crate::metrics::MatchingMetrics;
 use crate::ride::{DispatchError, OfferView, RideRequest, RideState, RideView, Transition};
+use geomatch_eta::EtaModel;
 
 /// Delivers offers to drivers (their WebSocket, in embedded mode).
 pub trait Notifier: Send + Sync {
@@ -139,6 +140,32 @@ pub struct Dispatcher {
     book: Mutex<Book>,
     notifier: Arc<dyn Notifier>,
     metrics: MatchingMetrics,
+    /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
+    eta: Arc<dyn EtaModel>,
+    /// Quote verification and demand signals, when eta-pricing runs in the process.
+    pricing: Option<Arc<dyn Pricing>>,
+}
+
+/// Why pricing refused a ride's quote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuoteRefusal {
+    /// 403 (someone else's quote) rather than 422.
+    pub forbidden: bool,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+/// What dispatch needs of pricing.
+pub trait Pricing: Send + Sync {
+    /// Checks that `quote_id` is a live quote of `rider` for this request.
+    fn verify_quote(
+        &self,
+        quote_id: &str,
+        rider: &str,
+        request: &RideRequest,
+    ) -> Result<(), QuoteRefusal>;
+    /// A ride request at `at`: demand for surge.
+    fn record_demand(&self, at: &Position, now_ms: i64);
 }
 
 /// Pairs rides (rows, each with its candidate drivers and pickup distances) with
@@ -188,6 +215,8 @@ impl Dispatcher {
         classes: Vec<String>,
         notifier: Arc<dyn Notifier>,
         metrics: MatchingMetrics,
+        eta: Arc<dyn EtaModel>,
+        pricing: Option<Arc<dyn Pricing>>,
     ) -> Self {
         Dispatcher {
             index,
@@ -196,6 +225,8 @@ impl Dispatcher {
             book: Mutex::new(Book::default()),
             notifier,
             metrics,
+            eta,
+            pricing,
         }
     }
 
@@ -203,9 +234,12 @@ impl Dispatcher {
         &self.settings
     }
 
-    fn eta_s(&self, distance_m: f64) -> u64 {
-        (distance_m * self.settings.circuity / (self.settings.pickup_speed_kmh / 3.6)).round()
-            as u64
+    /// Pickup ETA of each candidate (from the driver to the pickup), whole seconds.
+    fn pickup_etas(&self, pickup: &Position, drivers: &[Position], now: i64) -> Vec<u64> {
+        drivers
+            .iter()
+            .map(|d| self.eta.eta(d, pickup, now).duration_s.round().max(0.0) as u64)
+            .collect()
     }
 
     /// `POST /v1/rides`: creates a ride for `rider` under an idempotency key and starts
@@ -287,8 +321,16 @@ impl Dispatcher {
         if req.seats.is_some_and(|s| !(1..=16).contains(&s)) {
             return Err(DispatchError::Seats);
         }
-        if req.quote_id.is_some() {
-            return Err(DispatchError::Quote);
+        if let Some(quote) = &req.quote_id {
+            match &self.pricing {
+                Some(p) => p
+                    .verify_quote(quote, rider, &req)
+                    .map_err(DispatchError::Quote)?,
+                None => return Err(DispatchError::QuotesUnavailable),
+            }
+        }
+        if let Some(p) = &self.pricing {
+            p.record_demand(&req.pickup, now);
         }
         if let Some(at) = req.scheduled_at {
             let max_ahead = self.settings.max_schedule_days as i64 * 86_400_000;
@@ -373,16 +415,15 @@ impl Dispatcher {
                 Some(limit),
                 |id| !excluded.contains(id.as_str()),
             );
-            // The rider's preferred driver goes first when suitable and within reach.
-            if let Some(p) = &preferred {
-                if let Some(pos) = candidates.iter().position(|n| n.entry.id == *p) {
-                    let n = candidates.remove(pos);
-                    candidates.insert(0, n);
-                }
-            }
-            self.metrics.candidates.observe(candidates.len() as f64);
-            // Ranked by pickup ETA: with the straight-line model this is distance order.
-            for n in candidates {
+            // Ranked by pickup ETA; the rider's preferred driver first when suitable and
+            // within reach.
+            let positions: Vec<Position> = candidates.iter().map(|n| n.entry.position).collect();
+            let etas = self.pickup_etas(&pickup, &positions, now);
+            let mut ranked: Vec<(geomatch_index::Neighbor, u64)> =
+                candidates.drain(..).zip(etas).collect();
+            ranked.sort_by_key(|(n, eta)| (preferred.as_ref() != Some(&n.entry.id), *eta));
+            self.metrics.candidates.observe(ranked.len() as f64);
+            for (n, eta) in ranked {
                 let id = n.entry.id;
                 let taken = self
                     .index
@@ -391,7 +432,7 @@ impl Dispatcher {
                 if !taken {
                     continue; // raced by another ride; try the next
                 }
-                self.offer(book, ride_id, id.as_str(), n.distance_m, now);
+                self.offer(book, ride_id, id.as_str(), n.distance_m, eta, now);
                 if let Some(r) = book.rides.get_mut(ride_id) {
                     r.radius = radius;
                 }
@@ -408,6 +449,7 @@ impl Dispatcher {
         ride_id: &str,
         driver: &str,
         distance_m: f64,
+        pickup_eta_s: u64,
         now: i64,
     ) {
         let offer_id = new_id("offer");
@@ -430,7 +472,7 @@ impl Dispatcher {
             dropoff: ride.request.dropoff,
             product: ride.request.product.clone(),
             pickup_distance_m: distance_m,
-            pickup_eta_s: self.eta_s(distance_m),
+            pickup_eta_s,
             expires_at_ms: now + timeout.as_millis() as i64,
         };
         self.notifier.offer(driver, &view);
@@ -532,8 +574,10 @@ impl Dispatcher {
             .collect();
         // Candidates of every pending ride, widening the radius of rides that have none.
         let mut rows: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+        let mut distances: Vec<HashMap<String, f64>> = Vec::new();
         for id in pending {
             let ride = &book.rides[&id];
+            let pickup = ride.request.pickup;
             if ride.attempts >= self.settings.max_attempts {
                 self.finish(&mut book, &id, RideState::NoDriverFound, now, None);
                 continue;
@@ -554,7 +598,7 @@ impl Dispatcher {
                         |d| !ride.excluded.contains(d.as_str()),
                     )
                     .into_iter()
-                    .map(|n| (n.entry.id.to_string(), n.distance_m))
+                    .map(|n| (n.entry.id.to_string(), n.distance_m, n.entry.position))
                     .collect();
                 if !found.is_empty() {
                     break;
@@ -569,7 +613,22 @@ impl Dispatcher {
             if let Some(r) = book.rides.get_mut(&id) {
                 r.radius = radius;
             }
-            rows.push((id, found));
+            let positions: Vec<Position> = found.iter().map(|c| c.2).collect();
+            let etas = self.pickup_etas(&pickup, &positions, now);
+            distances.push(
+                found
+                    .iter()
+                    .map(|c| (c.0.clone(), c.1))
+                    .collect::<HashMap<_, _>>(),
+            );
+            rows.push((
+                id,
+                found
+                    .into_iter()
+                    .zip(etas)
+                    .map(|(c, eta)| (c.0, eta as f64))
+                    .collect(),
+            ));
         }
         if rows.is_empty() {
             return 0;
@@ -580,14 +639,15 @@ impl Dispatcher {
             .collect();
         drivers.sort_unstable();
         drivers.dedup();
-        let assignment = min_cost_assignment(&rows, &drivers, |m| self.eta_s(m) as i64);
+        let assignment = min_cost_assignment(&rows, &drivers, |eta_s| eta_s as i64);
         let mut offers = 0;
         for (row, col) in assignment {
             let (ride_id, candidates) = &rows[row];
             let driver = &drivers[col];
-            let Some(&(_, distance)) = candidates.iter().find(|(d, _)| d == driver) else {
+            let Some(&(_, eta)) = candidates.iter().find(|(d, _)| d == driver) else {
                 continue;
             };
+            let distance = distances[row].get(driver).copied().unwrap_or(0.0);
             let Ok(id) = EntryId::parse(driver) else {
                 continue;
             };
@@ -596,7 +656,7 @@ impl Dispatcher {
                 .compare_and_set_status(&id, &[Status::Available], Status::Offered, None)
                 .is_ok()
             {
-                self.offer(&mut book, ride_id, driver, distance, now);
+                self.offer(&mut book, ride_id, driver, distance, eta as u64, now);
                 offers += 1;
             }
         }
@@ -633,7 +693,7 @@ impl Dispatcher {
             return Err(DispatchError::Forbidden);
         }
         let ride_id = offer.ride.clone();
-        let distance = offer.view.pickup_distance_m;
+        let eta = offer.view.pickup_eta_s;
         let ride = book
             .rides
             .get(&ride_id)
@@ -653,7 +713,6 @@ impl Dispatcher {
         book.offer_by_driver.remove(driver);
         book.ride_by_driver
             .insert(driver.to_owned(), ride_id.clone());
-        let eta = self.eta_s(distance);
         let ride = book.rides.get_mut(&ride_id).expect("checked above");
         ride.offer = None;
         ride.driver = Some(driver.to_owned());

@@ -122,8 +122,10 @@ pub enum DispatchError {
     Seats,
     #[error("scheduled_at must be in the future and at most {0} days ahead")]
     Schedule(u64),
-    #[error("quotes are not available yet; omit quote_id")]
-    Quote,
+    #[error("the quote was refused: {}", .0.detail)]
+    Quote(crate::dispatch::QuoteRefusal),
+    #[error("quotes are not offered by this deployment; omit quote_id")]
+    QuotesUnavailable,
     #[error("no ride {0}")]
     RideNotFound(String),
     #[error("no offer {0}")]
@@ -147,7 +149,8 @@ impl ErrorCode for DispatchError {
         use DispatchError::*;
         match self {
             MissingKey | BadKey | Query(_) => StatusCode::BAD_REQUEST,
-            KeyReused | UnknownProduct(_) | Seats | Schedule(_) | Quote => {
+            Quote(r) if r.forbidden => StatusCode::FORBIDDEN,
+            KeyReused | UnknownProduct(_) | Seats | Schedule(_) | Quote(_) | QuotesUnavailable => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             InProgress | RideOpen(_) | OfferGone | WrongState(..) | DriverUnavailable => {
@@ -168,7 +171,8 @@ impl ErrorCode for DispatchError {
             UnknownProduct(_) => "unknown_product",
             Seats => "invalid_seats",
             Schedule(_) => "invalid_schedule",
-            Quote => "quote_unavailable",
+            Quote(r) => r.code,
+            QuotesUnavailable => "quote_unavailable",
             RideNotFound(_) => "ride_not_found",
             OfferNotFound(_) => "offer_not_found",
             NoOffer(_) => "no_current_offer",

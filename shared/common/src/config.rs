@@ -74,10 +74,6 @@ pub struct MatchingSettings {
     pub offer_timeout_s: u64,
     /// Candidates ranked per radius (nearest by the index, then by pickup ETA).
     pub candidates: usize,
-    /// Pickup speed assumed for ETA until the ETA model lands (km/h).
-    pub pickup_speed_kmh: f64,
-    /// Road distance over straight-line distance, for ETA.
-    pub circuity: f64,
     /// How long before `scheduled_at` dispatch starts.
     pub schedule_lead_s: u64,
     /// How far ahead a ride may be booked.
@@ -98,8 +94,6 @@ impl Default for MatchingSettings {
             max_attempts: 5,
             offer_timeout_s: 15,
             candidates: 20,
-            pickup_speed_kmh: 25.0,
-            circuity: 1.3,
             schedule_lead_s: 600,
             max_schedule_days: 7,
             idempotency_ttl_s: 86_400,
@@ -136,15 +130,6 @@ impl MatchingSettings {
             60,
             7 * 86_400,
         )?;
-        if !(self.pickup_speed_kmh.is_finite() && self.pickup_speed_kmh > 0.0) {
-            return Err(invalid(
-                "matching.pickup_speed_kmh",
-                "must be a positive number",
-            ));
-        }
-        if !(self.circuity.is_finite() && (1.0..=3.0).contains(&self.circuity)) {
-            return Err(invalid("matching.circuity", "must be in [1, 3]"));
-        }
         Ok(())
     }
 }

@@ -784,3 +784,49 @@ async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not() {
     }
     panic!("batched matching never found the optimum: {outcomes:?}");
 }
+
+#[tokio::test]
+async fn a_ride_honours_its_riders_live_quote_and_refuses_forged_foreign_or_mismatched_ones() {
+    let app = app_with(15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let q = body(app.post_quote(&rider, &json!({"pickup": {"lat": 37.5, "lng": 127.0}, "dropoff": {"lat": 37.55, "lng": 127.05}, "product": "standard"})).await).await;
+    let quote_id = q["quote_id"].as_str().expect("a quote").to_owned();
+    let with_quote = |id: &str| {
+        let mut b = ride_body(37.5, 127.0);
+        b["quote_id"] = json!(id);
+        b
+    };
+    // Someone else's quote.
+    assert_problem(
+        app.post_ride(&app.token("u2", Role::Rider), "k", &with_quote(&quote_id))
+            .await,
+        403,
+        "quote_not_yours",
+    )
+    .await;
+    // A forged one: a character inside the signature changed (not the last, whose low
+    // bits base64 may ignore).
+    let mut chars: Vec<char> = quote_id.chars().collect();
+    let at = chars.len() - 5;
+    chars[at] = if chars[at] == 'Q' { 'g' } else { 'Q' };
+    let forged: String = chars.into_iter().collect();
+    assert_problem(
+        app.post_ride(&rider, "k1", &with_quote(&forged)).await,
+        422,
+        "invalid_quote",
+    )
+    .await;
+    // The quote for another trip.
+    let mut elsewhere = with_quote(&quote_id);
+    elsewhere["pickup"] = json!({"lat": 37.52, "lng": 127.0});
+    assert_problem(
+        app.post_ride(&rider, "k2", &elsewhere).await,
+        422,
+        "quote_trip_mismatch",
+    )
+    .await;
+    // Its own, live quote for this trip.
+    let r = app.post_ride(&rider, "k3", &with_quote(&quote_id)).await;
+    assert_eq!(r.status(), 201);
+}
