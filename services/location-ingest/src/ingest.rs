@@ -170,6 +170,8 @@ pub struct Ingest {
     /// Told of every accepted move (the ETA speed learner listens); see
     /// [`Ingest::set_move_observer`].
     move_observer: Option<MoveObserver>,
+    /// Server time of the last expiry sweep.
+    last_sweep_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Observes accepted moves: the driver, its previous state, its new position and the
@@ -197,6 +199,7 @@ impl Ingest {
             metrics,
             events,
             move_observer: None,
+            last_sweep_ms: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -483,6 +486,17 @@ impl Ingest {
     /// mode, marks them offline there, each claimed by exactly one replica), publishes an
     /// event for each and returns how many left. Run periodically.
     pub async fn evict_expired(&self, now: i64) -> Result<usize, IngestError> {
+        // The sweep walks every entry: run it every tenth of the TTL (at least every second),
+        // which bounds how late a silent driver leaves to 10 % of the TTL.
+        let every_ms = (self.settings.ttl_s * 100).max(1000) as i64;
+        let last = self
+            .last_sweep_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < every_ms {
+            return Ok(0);
+        }
+        self.last_sweep_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         let cutoff = now - (self.settings.ttl_s * 1000) as i64;
         let local = self.index.evict_older_than(cutoff);
         let mut gone: Vec<(String, i64)> = local
