@@ -32,8 +32,11 @@ pub fn error_response(e: IngestError) -> HttpResponse {
     response
 }
 
-fn forbidden(e: geomatch_common::auth::AuthError) -> HttpResponse {
-    ApiError::from(e).error_response()
+/// The path's driver id, if the caller may act on it (the driver itself, or privileged).
+fn authorised(who: &Principal, raw: &str) -> Result<EntryId, ApiError> {
+    let id = driver_id(raw)?;
+    who.may_act_as(Role::Driver, id.as_str())?;
+    Ok(id)
 }
 
 /// `PUT /v1/drivers/{driver_id}/location`
@@ -43,13 +46,10 @@ pub async fn put_location(
     path: web::Path<String>,
     body: web::Json<LocationBody>,
 ) -> HttpResponse {
-    let id = match driver_id(&path) {
+    let id = match authorised(&who, &path) {
         Ok(id) => id,
-        Err(e) => return error_response(e),
+        Err(e) => return e.error_response(),
     };
-    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
-        return forbidden(e);
-    }
     match ingest.push(&id, &body).await {
         Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
         Err(e) => error_response(e),
@@ -205,13 +205,10 @@ pub async fn put_status(
     path: web::Path<String>,
     body: web::Json<StatusBody>,
 ) -> HttpResponse {
-    let id = match driver_id(&path) {
+    let id = match authorised(&who, &path) {
         Ok(id) => id,
-        Err(e) => return error_response(e),
+        Err(e) => return e.error_response(),
     };
-    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
-        return forbidden(e);
-    }
     match ingest.set_status(&id, &body).await {
         Ok(view) => HttpResponse::Ok().json(view),
         Err(e) => error_response(e),
@@ -224,13 +221,10 @@ pub async fn get_driver(
     who: Principal,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let id = match driver_id(&path) {
+    let id = match authorised(&who, &path) {
         Ok(id) => id,
-        Err(e) => return error_response(e),
+        Err(e) => return e.error_response(),
     };
-    if let Err(e) = who.may_act_as(Role::Driver, id.as_str()) {
-        return forbidden(e);
-    }
     match ingest.get(&id).await {
         Ok(view) => HttpResponse::Ok().json(view),
         Err(e) => error_response(e),

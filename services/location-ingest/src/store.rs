@@ -261,26 +261,11 @@ impl RedisStore {
         now: i64,
         s: &IngestSettings,
     ) -> Result<StoreVerdict, StoreError> {
-        let shard = shard_of(id);
-        let mut inv = self.push.prepare_invoke();
-        inv.key(driver_key(id))
-            .key(seen_key(shard))
-            .key(stream_key(shard))
-            .arg(id.as_str())
-            .arg(now)
-            .arg(r.position.lat())
-            .arg(r.position.lng())
-            .arg(r.seq.map(|v| v.to_string()).unwrap_or_default())
-            .arg(r.device_ts_ms.map(|v| v.to_string()).unwrap_or_default())
-            .arg(s.rate_per_s)
-            .arg(s.burst)
-            .arg(s.max_speed_kmh / 3.6)
-            .arg(STATE_TTL_MS)
-            .arg(STREAM_MAXLEN);
-        let reply: Vec<String> = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
-            .await?;
-        verdict(&reply)
+        let verdicts = self.push_many(&[(id.clone(), *r)], now, s).await?;
+        verdicts
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Reply("no verdict".into()))
     }
 
     /// Runs the push script for many reports in one pipeline (one round trip): what a
