@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
-use geomatch_index::{Attributes, EntryId, Index, Kind, Position, Status, Update};
+use geomatch_index::{Attributes, EntryId, Index, Kind, Position, Update};
 use prometheus::{IntCounter, IntGauge};
 use redis::streams::StreamReadReply;
 
 use crate::ingest::now_ms;
-use crate::store::{stream_key, SHARDS};
+use crate::store::{status_from, stream_key, SHARDS};
 
 /// Entries read per stream per call.
 const READ_COUNT: usize = 1_000;
@@ -55,15 +55,6 @@ pub struct Follower {
 
 fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
     m.get(k).map(String::as_str).filter(|v| !v.is_empty())
-}
-
-fn status_from(s: &str) -> Status {
-    match s {
-        "available" => Status::Available,
-        "offered" => Status::Offered,
-        "busy" => Status::Busy,
-        _ => Status::Offline,
-    }
 }
 
 impl Follower {

@@ -227,9 +227,11 @@ impl Ingest {
 
     /// One location report for one driver.
     pub async fn push(&self, id: &EntryId, body: &LocationBody) -> Result<Outcome, IngestError> {
-        let result = self.push_inner(id, body).await;
-        self.metrics.record(&result);
-        result
+        // One path for one report and many: a single report is a batch of one.
+        self.push_many(&[(id.clone(), body.clone())])
+            .await
+            .pop()
+            .unwrap_or(Err(IngestError::Unavailable("no verdict".into())))
     }
 
     /// Many reports at once (a batch request): one result per report, in order. In Redis
@@ -310,38 +312,6 @@ impl Ingest {
                 speed_kmh,
                 max_kmh: self.settings.max_speed_kmh,
             }),
-        }
-    }
-
-    async fn push_inner(&self, id: &EntryId, body: &LocationBody) -> Result<Outcome, IngestError> {
-        let now = now_ms();
-        let report = body.validate(now, self.settings.max_future_ms)?;
-        match &self.store {
-            Store::Embedded => {
-                self.limiter
-                    .check(id, now)
-                    .map_err(|retry_after_ms| IngestError::RateLimited { retry_after_ms })?;
-                self.apply_locally(id, &report, now, true)
-            }
-            Store::Redis(redis) => {
-                let verdict = redis.push(id, &report, now, &self.settings).await?;
-                match verdict {
-                    StoreVerdict::Accepted => {
-                        // Redis has ordered it; the local replica follows (its own ordering
-                        // check only drops what the stream already delivered).
-                        let _ = self.apply_locally(id, &report, now, false);
-                        Ok(Outcome::Accepted)
-                    }
-                    StoreVerdict::Stale => Ok(Outcome::Stale),
-                    StoreVerdict::RateLimited { retry_after_ms } => {
-                        Err(IngestError::RateLimited { retry_after_ms })
-                    }
-                    StoreVerdict::Implausible { speed_kmh } => Err(IngestError::ImplausibleJump {
-                        speed_kmh,
-                        max_kmh: self.settings.max_speed_kmh,
-                    }),
-                }
-            }
         }
     }
 

@@ -180,7 +180,8 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
-fn status_from(s: &str) -> Status {
+/// A status as stored in a driver hash or stream event (unknown reads as offline).
+pub(crate) fn status_from(s: &str) -> Status {
     match s {
         "available" => Status::Available,
         "offered" => Status::Offered,
