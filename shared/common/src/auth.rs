@@ -157,13 +157,19 @@ impl Authenticator {
 
     /// A token for `subject` with `role`, valid for `ttl`.
     pub fn mint(&self, subject: &str, role: Role, ttl: Duration) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        self.sign(subject, role, (unix_now() + ttl).as_secs())
+    }
+
+    /// A token that expired an hour ago (tests of the 401 path).
+    pub fn mint_expired_for_tests(&self, subject: &str, role: Role) -> String {
+        self.sign(subject, role, unix_now().as_secs().saturating_sub(3600))
+    }
+
+    fn sign(&self, subject: &str, role: Role, exp: u64) -> String {
         let claims = Claims {
             sub: subject.to_owned(),
             role,
-            exp: (now + ttl).as_secs(),
+            exp,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
@@ -172,22 +178,10 @@ impl Authenticator {
     }
 }
 
-impl Authenticator {
-    /// A token that expired an hour ago (tests of the 401 path).
-    pub fn mint_expired_for_tests(&self, subject: &str, role: Role) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let claims = Claims {
-            sub: subject.to_owned(),
-            role,
-            exp: now.as_secs().saturating_sub(3600),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone(),
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing with an in-memory key cannot fail")
-    }
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 impl FromRequest for Principal {
