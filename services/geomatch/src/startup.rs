@@ -14,6 +14,8 @@ use location_ingest::follower::{Follower, FollowerMetrics};
 use location_ingest::{
     ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
 };
+use matching::book::{Book, MemoryBook};
+use matching::redis_book::{RedisBook, RedisNotifier};
 use matching::{metrics::MatchingMetrics, Dispatcher, Notifier};
 
 /// Which services' routes a process mounts (`--service`).
@@ -35,6 +37,10 @@ impl Services {
         matches!(self, Services::All | Services::LocationIngest)
     }
 
+    fn includes_matching(self) -> bool {
+        matches!(self, Services::All | Services::Matching)
+    }
+
     fn includes_eta_pricing(self) -> bool {
         matches!(self, Services::All | Services::EtaPricing)
     }
@@ -43,7 +49,7 @@ impl Services {
     fn configure(self, cfg: &mut web::ServiceConfig, state: &ServiceState) {
         // Matching first: its `/v1/drivers/nearby` must win over ingest's
         // `/v1/drivers/{driver_id}`.
-        if matches!(self, Services::All | Services::Matching) {
+        if self.includes_matching() {
             matching::configure(cfg, state.dispatcher.clone());
         }
         if self.includes_ingest() {
@@ -109,7 +115,7 @@ impl matching::dispatch::Pricing for PricingBridge {
         quote_id: &str,
         rider: &str,
         request: &matching::ride::RideRequest,
-    ) -> Result<(), matching::dispatch::QuoteRefusal> {
+    ) -> Result<matching::ride::Fare, matching::dispatch::QuoteRefusal> {
         use geomatch_common::ErrorCode;
         let refuse = |code: &'static str, detail: String, forbidden: bool| {
             matching::dispatch::QuoteRefusal {
@@ -138,7 +144,25 @@ impl matching::dispatch::Pricing for PricingBridge {
                 false,
             ));
         }
-        Ok(())
+        Ok(matching::ride::Fare {
+            total_minor: quote.fare.total,
+            currency: quote.fare.currency,
+        })
+    }
+
+    fn price(
+        &self,
+        request: &matching::ride::RideRequest,
+        now_ms: i64,
+    ) -> Option<matching::ride::Fare> {
+        let product = self.0.settings().products.get(&request.product)?;
+        let trip = self.0.eta(&request.pickup, &request.dropoff, now_ms);
+        let surge = (self.0.surge_at(&request.pickup).surge_multiplier * 100.0).round() as u16;
+        let fare = eta_pricing::fare::fare(product, trip.distance_m, trip.duration_s, surge);
+        Some(matching::ride::Fare {
+            total_minor: fare.total,
+            currency: fare.currency,
+        })
     }
 
     fn record_demand(&self, at: &geomatch_index::Position, now_ms: i64) {
@@ -213,6 +237,10 @@ impl Application {
             }
         };
         let mut background = Vec::new();
+        let redis_pool = match &store {
+            Store::Redis(redis) => Some(redis.pool().clone()),
+            Store::Embedded => None,
+        };
         if let Store::Redis(redis) = &store {
             // This process's index follows the shared state (snapshot, then the streams).
             let follower = Follower::new(
@@ -243,11 +271,26 @@ impl Application {
         }));
         let ingest = web::Data::new(ingest);
         let hub = web::Data::new(Hub::default());
+        let hub_notifier: Arc<dyn Notifier> = Arc::new(HubNotifier(hub.clone()));
+        // Embedded: rides live in this process and offers go straight to the hub. Redis:
+        // rides live in Redis and offers are published for whichever process holds the
+        // driver's WebSocket.
+        let (book, notifier) = match &redis_pool {
+            None => (
+                Book::Memory(MemoryBook::new(index.clone())),
+                hub_notifier.clone(),
+            ),
+            Some(pool) => (
+                Book::Redis(RedisBook::new(pool.clone())),
+                Arc::new(RedisNotifier::new(pool.clone())) as Arc<dyn Notifier>,
+            ),
+        };
         let dispatcher = Arc::new(Dispatcher::new(
             index.clone(),
+            book,
             settings.matching.clone(),
             settings.ingest.vehicle_classes.clone(),
-            Arc::new(HubNotifier(hub.clone())),
+            notifier,
             MatchingMetrics::new(&metrics).context("registering matching metrics")?,
             pricing.model(),
             Some(Arc::new(PricingBridge(pricing.clone().into_inner()))
@@ -255,11 +298,23 @@ impl Application {
         ));
         background.push(tokio::spawn(periodic(
             ingest.clone().into_inner(),
-            dispatcher.clone(),
             pricing.clone().into_inner(),
         )));
-        if settings.matching.batch_window_ms > 0 {
-            background.push(tokio::spawn(dispatcher.clone().run_batches()));
+        if services.includes_matching() {
+            let every = std::time::Duration::from_millis(settings.matching.sweep_interval_ms);
+            background.push(tokio::spawn(dispatcher.clone().run_sweeps(every)));
+            if settings.matching.batch_window_ms > 0 {
+                background.push(tokio::spawn(dispatcher.clone().run_batches()));
+            }
+        }
+        if redis_pool.is_some() {
+            // Other replicas' offers and rides (search hints), and offers for the drivers
+            // connected here.
+            background.push(tokio::spawn(matching::redis_book::follow_events(
+                settings.redis.url.clone(),
+                services.includes_matching().then(|| dispatcher.clone()),
+                services.includes_ingest().then(|| hub_notifier.clone()),
+            )));
         }
         let shared = Shared {
             index: web::Data::from(index),
@@ -358,14 +413,13 @@ async fn openapi(doc: web::Data<serde_json::Value>) -> web::Json<serde_json::Val
     web::Json(doc.get_ref().clone())
 }
 
-/// Once a second: takes silent drivers offline, starts dispatch of scheduled rides,
-/// recomputes surge when its interval has passed.
-async fn periodic(ingest: Arc<Ingest>, dispatcher: Arc<Dispatcher>, pricing: Arc<EtaPricing>) {
+/// Once a second: takes silent drivers offline, recomputes surge when its interval has
+/// passed.
+async fn periodic(ingest: Arc<Ingest>, pricing: Arc<EtaPricing>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        dispatcher.dispatch_due(now_ms());
         pricing.tick(now_ms());
         match ingest.evict_expired(now_ms()).await {
             Ok(0) => {}

@@ -397,6 +397,10 @@ impl Ingest {
             OnlineStatus::Offline => Status::Offline,
         };
         if let Store::Redis(redis) = &self.store {
+            // A driver holding an offer or on a ride is dispatch's to release.
+            if let Some(engaged) = redis.engagement(id).await? {
+                return Err(IngestError::Engaged(engaged));
+            }
             if !redis.set_status(id, status, attrs).await? {
                 return Err(IngestError::LocationRequired(id.clone()));
             }
@@ -421,10 +425,14 @@ impl Ingest {
     /// The driver's current state.
     pub async fn get(&self, id: &EntryId) -> Result<DriverView, IngestError> {
         if let Store::Redis(redis) = &self.store {
-            return redis
+            let mut view = redis
                 .get(id, &self.settings.vehicle_classes)
                 .await?
-                .ok_or_else(|| IngestError::NotFound(id.clone()));
+                .ok_or_else(|| IngestError::NotFound(id.clone()))?;
+            if let Some(engaged) = redis.engagement(id).await? {
+                view.status = engaged;
+            }
+            return Ok(view);
         }
         self.index
             .get(id)

@@ -323,6 +323,27 @@ impl RedisStore {
         replies.iter().map(|r| verdict(r)).collect()
     }
 
+    /// Whether dispatch holds the driver (an outstanding offer, or a ride), from
+    /// matching's driver lock.
+    pub async fn engagement(&self, id: &EntryId) -> Result<Option<Status>, StoreError> {
+        let key = geomatch_common::redis_keys::dispatch_driver(id.as_str());
+        let (offer, ride): (Option<String>, Option<String>) = self
+            .call(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("offer")
+                    .arg("ride")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match (offer, ride) {
+            (_, Some(_)) => Some(Status::Busy),
+            (Some(_), None) => Some(Status::Offered),
+            (None, None) => None,
+        })
+    }
+
     /// Sets status and attributes; `Ok(false)` when the driver has no stored position.
     pub async fn set_status(
         &self,

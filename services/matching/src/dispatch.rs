@@ -1,27 +1,33 @@
-//! Ride dispatch, independent of HTTP: the offer cycle and its invariants.
-//!
-//! All ride and offer state sits in one [`Book`] behind one mutex, so every transition is
-//! one atomic step; driver availability is the index's status, changed only by
-//! compare-and-set (available → offered → busy → available), so a driver can never hold two
-//! offers or two rides even against other writers of the index.
+//! Ride dispatch, independent of HTTP and of where its state lives: the offer cycle.
 //!
 //! The cycle: a ride in `dispatching` has at most one outstanding offer. Candidates are the
 //! available drivers of the product near the pickup (expanding radii, cap at the last),
-//! ranked by pickup ETA, excluding drivers who declined or timed out on this ride. The best
-//! one is taken with a compare-and-set and offered for `offer_timeout_s`; decline or timeout
-//! moves on; `max_attempts` offers or nobody at the cap ends the ride as `no_driver_found`.
+//! ranked by pickup ETA, excluding drivers who declined or timed out on this ride. The
+//! [`Book`] offers the ride to the first of them that is still free, in one atomic step
+//! that also re-checks that the ride still wants an offer; the offer lasts
+//! `offer_timeout_s`; decline or timeout moves on; `max_attempts` offers or nobody at the
+//! cap ends the ride as `no_driver_found`.
+//!
+//! Decisions (candidate search, ranking, batch assignment) happen here, against this
+//! process's index; every state change is a book step, so the same code runs embedded
+//! ([`MemoryBook`](crate::book::MemoryBook)) and across replicas
+//! ([`RedisBook`](crate::redis_book::RedisBook)). A sweep (every replica, a few times a
+//! second) times offers out, starts scheduled rides and picks up rides left without an
+//! offer (a replica that died mid-step, or every candidate briefly taken), so no ride is
+//! lost.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use geomatch_common::config::MatchingSettings;
-use geomatch_index::{EntryId, Filter, Index, Position, Status};
+use geomatch_index::{Filter, Index, Position};
 use parking_lot::Mutex;
 use rand::Rng;
 
+use crate::book::{Book, Candidate, Claim, IdemBegin, OfferEnd, RideBase, RideDoc, Step};
 use crate::metrics::MatchingMetrics;
-use crate::ride::{DispatchError, OfferView, RideRequest, RideState, RideView, Transition};
+use crate::ride::{DispatchError, Fare, OfferView, RideRequest, RideState, RideView};
 use geomatch_eta::EtaModel;
 
 /// Delivers offers to drivers (their WebSocket, in embedded mode).
@@ -43,76 +49,6 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-struct Ride {
-    id: String,
-    rider: String,
-    request: RideRequest,
-    class: u8,
-    state: RideState,
-    transitions: Vec<Transition>,
-    driver: Option<String>,
-    pickup_eta_s: Option<u64>,
-    offer: Option<String>,
-    excluded: HashSet<String>,
-    attempts: u32,
-    radius: usize,
-    requested_at_ms: i64,
-}
-
-impl Ride {
-    fn to(&mut self, state: RideState, at_ms: i64, by: Option<&str>) {
-        self.state = state;
-        self.transitions.push(Transition {
-            state,
-            at_ms,
-            by: by.map(str::to_owned),
-        });
-    }
-
-    fn view(&self) -> RideView {
-        RideView {
-            ride_id: self.id.clone(),
-            rider_id: self.rider.clone(),
-            state: self.state,
-            pickup: self.request.pickup,
-            dropoff: self.request.dropoff,
-            product: self.request.product.clone(),
-            driver_id: self.driver.clone(),
-            pickup_eta_s: self.pickup_eta_s,
-            scheduled_at: self.request.scheduled_at,
-            attempts: self.attempts,
-            transitions: self.transitions.clone(),
-        }
-    }
-}
-
-struct Offer {
-    ride: String,
-    driver: String,
-    view: OfferView,
-}
-
-enum Idem {
-    InProgress {
-        body: RideRequest,
-    },
-    Done {
-        body: RideRequest,
-        ride: String,
-        at_ms: i64,
-    },
-}
-
-#[derive(Default)]
-struct Book {
-    rides: HashMap<String, Ride>,
-    offers: HashMap<String, Offer>,
-    open_by_rider: HashMap<String, String>,
-    offer_by_driver: HashMap<String, String>,
-    ride_by_driver: HashMap<String, String>,
-    idempotency: HashMap<(String, String), Idem>,
-}
-
 /// What a ride request answered: a new ride (201) or the replay of an earlier one (201,
 /// same body).
 pub struct Created {
@@ -132,12 +68,15 @@ pub struct NearbyDriver {
     pub vehicle_class: String,
 }
 
-/// Ride dispatch. Shared as `Arc<Dispatcher>`: offer timers hold a handle.
+/// Ride dispatch. Shared as `Arc<Dispatcher>`: the sweep holds a handle.
 pub struct Dispatcher {
     index: Arc<Index>,
     settings: MatchingSettings,
     classes: Vec<String>,
-    book: Mutex<Book>,
+    book: Book,
+    /// Drivers a claim found engaged by another ride, until the index says so (Redis
+    /// mode: other replicas' offers reach this index with a delay).
+    engaged_hint: Mutex<HashMap<String, i64>>,
     notifier: Arc<dyn Notifier>,
     metrics: MatchingMetrics,
     /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
@@ -157,13 +96,15 @@ pub struct QuoteRefusal {
 
 /// What dispatch needs of pricing.
 pub trait Pricing: Send + Sync {
-    /// Checks that `quote_id` is a live quote of `rider` for this request.
+    /// Checks that `quote_id` is a live quote of `rider` for this request; its fare.
     fn verify_quote(
         &self,
         quote_id: &str,
         rider: &str,
         request: &RideRequest,
-    ) -> Result<(), QuoteRefusal>;
+    ) -> Result<Fare, QuoteRefusal>;
+    /// The fare of a ride requested without a quote (priced now).
+    fn price(&self, request: &RideRequest, now_ms: i64) -> Option<Fare>;
     /// A ride request at `at`: demand for surge.
     fn record_demand(&self, at: &Position, now_ms: i64);
 }
@@ -208,9 +149,21 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rng.random::<u64>())
 }
 
+/// How long a claim's "engaged" finding keeps a driver out of this replica's searches.
+const ENGAGED_HINT_MS: i64 = 30_000;
+/// How long an engagement announced by another replica does (until its release is
+/// announced; bounded in case that announcement is lost).
+const ANNOUNCED_HINT_MS: i64 = 15 * 60_000;
+/// A ride left without an offer this long is picked up by the sweep.
+const IDLE_GRACE_MS: i64 = 1_000;
+/// Searches per advance when every candidate turns out taken.
+const CLAIM_ROUNDS: usize = 4;
+
 impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         index: Arc<Index>,
+        book: Book,
         settings: MatchingSettings,
         classes: Vec<String>,
         notifier: Arc<dyn Notifier>,
@@ -222,7 +175,8 @@ impl Dispatcher {
             index,
             settings,
             classes,
-            book: Mutex::new(Book::default()),
+            book,
+            engaged_hint: Mutex::new(HashMap::new()),
             notifier,
             metrics,
             eta,
@@ -232,6 +186,11 @@ impl Dispatcher {
 
     pub fn settings(&self) -> &MatchingSettings {
         &self.settings
+    }
+
+    /// The book (tests inspect the embedded one's assignments).
+    pub fn book(&self) -> &Book {
+        &self.book
     }
 
     /// Pickup ETA of each candidate (from the driver to the pickup), whole seconds.
@@ -244,7 +203,7 @@ impl Dispatcher {
 
     /// `POST /v1/rides`: creates a ride for `rider` under an idempotency key and starts
     /// dispatching it (or waits for its scheduled time).
-    pub fn request(
+    pub async fn request(
         self: &Arc<Self>,
         rider: &str,
         key: Option<&str>,
@@ -254,51 +213,24 @@ impl Dispatcher {
         if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(DispatchError::BadKey);
         }
-        let now = now_ms();
-        let idem_key = (rider.to_owned(), key.to_owned());
-        {
-            let mut book = self.book.lock();
-            book.idempotency
-                .retain(|_, v| !matches!(v, Idem::Done { at_ms, .. } if now - *at_ms > self.settings.idempotency_ttl_s as i64 * 1000));
-            match book.idempotency.get(&idem_key) {
-                Some(Idem::InProgress { body }) | Some(Idem::Done { body, .. }) if *body != req => {
-                    return Err(DispatchError::KeyReused)
-                }
-                Some(Idem::InProgress { .. }) => return Err(DispatchError::InProgress),
-                Some(Idem::Done { ride, .. }) => {
-                    let ride = book
-                        .rides
-                        .get(ride)
-                        .map(Ride::view)
-                        .ok_or_else(|| DispatchError::RideNotFound(ride.clone()))?;
-                    return Ok(Created {
-                        ride,
-                        replayed: true,
-                    });
-                }
-                None => {
-                    book.idempotency
-                        .insert(idem_key.clone(), Idem::InProgress { body: req.clone() });
-                }
+        let ttl = self.settings.idempotency_ttl_s;
+        let body = serde_json::to_string(&req).map_err(|e| DispatchError::Query(e.to_string()))?;
+        match self.book.idem_begin(rider, key, &body, ttl).await? {
+            IdemBegin::New => {}
+            IdemBegin::Reused => return Err(DispatchError::KeyReused),
+            IdemBegin::InProgress => return Err(DispatchError::InProgress),
+            IdemBegin::Replay(ride) => {
+                return Ok(Created {
+                    ride: self.ride(&ride).await?,
+                    replayed: true,
+                })
             }
         }
-        let result = self.create(rider, req.clone(), now);
-        let mut book = self.book.lock();
-        match &result {
-            Ok(view) => {
-                book.idempotency.insert(
-                    idem_key,
-                    Idem::Done {
-                        body: req,
-                        ride: view.ride_id.clone(),
-                        at_ms: now,
-                    },
-                );
-            }
-            // A refused request leaves the key free for a corrected retry.
-            Err(_) => {
-                book.idempotency.remove(&idem_key);
-            }
+        let result = self.create(rider, req, now_ms()).await;
+        // A refused request leaves the key free for a corrected retry.
+        let made = result.as_ref().ok().map(|r| r.ride_id.as_str());
+        if let Err(e) = self.book.idem_finish(rider, key, made, ttl).await {
+            tracing::warn!(error = %e, "could not record an idempotency key's outcome");
         }
         result.map(|ride| Created {
             ride,
@@ -306,7 +238,7 @@ impl Dispatcher {
         })
     }
 
-    fn create(
+    async fn create(
         self: &Arc<Self>,
         rider: &str,
         req: RideRequest,
@@ -321,16 +253,11 @@ impl Dispatcher {
         if req.seats.is_some_and(|s| !(1..=16).contains(&s)) {
             return Err(DispatchError::Seats);
         }
-        if let Some(quote) = &req.quote_id {
-            match &self.pricing {
-                Some(p) => p
-                    .verify_quote(quote, rider, &req)
-                    .map_err(DispatchError::Quote)?,
-                None => return Err(DispatchError::QuotesUnavailable),
-            }
-        }
-        if let Some(p) = &self.pricing {
-            p.record_demand(&req.pickup, now);
+        if req
+            .tip_minor
+            .is_some_and(|t| t > self.settings.max_tip_minor)
+        {
+            return Err(DispatchError::TipTooLarge(self.settings.max_tip_minor));
         }
         if let Some(at) = req.scheduled_at {
             let max_ahead = self.settings.max_schedule_days as i64 * 86_400_000;
@@ -338,210 +265,231 @@ impl Dispatcher {
                 return Err(DispatchError::Schedule(self.settings.max_schedule_days));
             }
         }
-        let mut book = self.book.lock();
-        if let Some(open) = book.open_by_rider.get(rider) {
-            return Err(DispatchError::RideOpen(open.clone()));
-        }
-        let id = new_id("ride");
-        let mut ride = Ride {
-            id: id.clone(),
-            rider: rider.to_owned(),
-            class,
-            state: RideState::Requested,
-            transitions: vec![Transition {
-                state: RideState::Requested,
-                at_ms: now,
-                by: None,
-            }],
-            request: req,
-            driver: None,
-            pickup_eta_s: None,
-            offer: None,
-            excluded: HashSet::new(),
-            attempts: 0,
-            radius: 0,
-            requested_at_ms: now,
+        let fare = match (&req.quote_id, &self.pricing) {
+            (Some(quote), Some(p)) => Some(
+                p.verify_quote(quote, rider, &req)
+                    .map_err(DispatchError::Quote)?,
+            ),
+            (Some(_), None) => return Err(DispatchError::QuotesUnavailable),
+            (None, Some(p)) => p.price(&req, now),
+            (None, None) => None,
         };
-        let due = ride
-            .request
-            .scheduled_at
-            .is_none_or(|at| at - self.settings.schedule_lead_s as i64 * 1000 <= now);
-        if due {
-            ride.to(RideState::Dispatching, now, None);
+        if let Some(p) = &self.pricing {
+            p.record_demand(&req.pickup, now);
         }
-        book.open_by_rider.insert(rider.to_owned(), id.clone());
-        book.rides.insert(id.clone(), ride);
-        self.metrics.open_rides.inc();
-        if due {
-            self.advance(&mut book, &id, now);
+        let lead = self.settings.schedule_lead_s as i64 * 1000;
+        let dispatch_at = req.scheduled_at.map_or(now, |at| at - lead);
+        let base = RideBase {
+            id: new_id("ride"),
+            rider: rider.to_owned(),
+            request: req,
+            class,
+            fare,
+        };
+        let id = base.id.clone();
+        let doc = RideDoc::new(base, now, dispatch_at <= now);
+        if let Err(open) = self.book.create(&doc, dispatch_at).await? {
+            return Err(DispatchError::RideOpen(open));
         }
-        Ok(book.rides[&id].view())
+        if doc.state == RideState::Dispatching {
+            self.advance(&id, now).await?;
+        }
+        self.ride(&id).await
     }
 
     fn batching(&self) -> bool {
         self.settings.batch_window_ms > 0
     }
 
-    /// Makes the next offer of a dispatching ride that has none, or ends it.
-    fn advance(self: &Arc<Self>, book: &mut Book, ride_id: &str, now: i64) {
-        let Some(ride) = book.rides.get(ride_id) else {
-            return;
-        };
-        // With batched matching the ride waits for the next batch instead.
-        if ride.state != RideState::Dispatching || ride.offer.is_some() || self.batching() {
-            return;
-        }
-        if ride.attempts >= self.settings.max_attempts {
-            self.finish(book, ride_id, RideState::NoDriverFound, now, None);
-            return;
-        }
-        let (pickup, class, seats, preferred) = (
-            ride.request.pickup,
-            ride.class,
-            ride.request.seats.unwrap_or(0),
-            ride.request.preferred_driver_id.clone(),
-        );
+    /// Candidates for a ride: from its last radius outwards, the first radius with any
+    /// free driver of the product, best first (the rider's preferred driver, then pickup
+    /// ETA). Returns the radius used; empty past the cap.
+    fn candidates(&self, ride: &RideDoc, now: i64) -> (usize, Vec<Candidate>) {
+        let req = &ride.base.request;
         let filter = Filter::available_drivers()
-            .vehicle_class(class)
-            .min_seats(seats);
-        let mut radius = ride.radius;
-        while radius < self.settings.radii_m.len() {
-            let limit = self.settings.radii_m[radius];
-            let excluded = &book.rides[ride_id].excluded;
-            let mut candidates = self.index.nearest_where(
-                &pickup,
+            .vehicle_class(ride.base.class)
+            .min_seats(req.seats.unwrap_or(0));
+        let hint: HashSet<String> = {
+            let mut h = self.engaged_hint.lock();
+            h.retain(|_, until| *until > now);
+            h.keys().cloned().collect()
+        };
+        let preferred = req.preferred_driver_id.as_ref().map(|d| d.as_str());
+        for radius in ride.radius..self.settings.radii_m.len() {
+            let found = self.index.nearest_where(
+                &req.pickup,
                 self.settings.candidates,
                 &filter,
-                Some(limit),
-                |id| !excluded.contains(id.as_str()),
+                Some(self.settings.radii_m[radius]),
+                |id| !ride.excluded.contains(id.as_str()) && !hint.contains(id.as_str()),
             );
-            // Ranked by pickup ETA; the rider's preferred driver first when suitable and
-            // within reach.
-            let positions: Vec<Position> = candidates.iter().map(|n| n.entry.position).collect();
-            let etas = self.pickup_etas(&pickup, &positions, now);
-            let mut ranked: Vec<(geomatch_index::Neighbor, u64)> =
-                candidates.drain(..).zip(etas).collect();
-            ranked.sort_by_key(|(n, eta)| (preferred.as_ref() != Some(&n.entry.id), *eta));
-            self.metrics.candidates.observe(ranked.len() as f64);
-            for (n, eta) in ranked {
-                let id = n.entry.id;
-                let taken = self
-                    .index
-                    .compare_and_set_status(&id, &[Status::Available], Status::Offered, None)
-                    .is_ok();
-                if !taken {
-                    continue; // raced by another ride; try the next
-                }
-                self.offer(book, ride_id, id.as_str(), n.distance_m, eta, now);
-                if let Some(r) = book.rides.get_mut(ride_id) {
-                    r.radius = radius;
-                }
-                return;
+            self.metrics.candidates.observe(found.len() as f64);
+            if found.is_empty() {
+                continue;
             }
-            radius += 1;
+            let positions: Vec<Position> = found.iter().map(|n| n.entry.position).collect();
+            let etas = self.pickup_etas(&req.pickup, &positions, now);
+            let mut ranked: Vec<Candidate> = found
+                .into_iter()
+                .zip(etas)
+                .map(|(n, eta_s)| Candidate {
+                    driver: n.entry.id.to_string(),
+                    distance_m: n.distance_m,
+                    eta_s,
+                })
+                .collect();
+            ranked.sort_by_key(|c| (Some(c.driver.as_str()) != preferred, c.eta_s));
+            return (radius, ranked);
         }
-        self.finish(book, ride_id, RideState::NoDriverFound, now, None);
+        (self.settings.radii_m.len(), Vec::new())
     }
 
-    fn offer(
-        self: &Arc<Self>,
-        book: &mut Book,
-        ride_id: &str,
-        driver: &str,
-        distance_m: f64,
-        pickup_eta_s: u64,
+    /// Makes the next offer of a dispatching ride that has none, or ends it.
+    async fn advance(self: &Arc<Self>, ride_id: &str, now: i64) -> Result<(), DispatchError> {
+        for _ in 0..CLAIM_ROUNDS {
+            let Some(ride) = self.book.ride(ride_id).await? else {
+                return Ok(());
+            };
+            // With batched matching the ride waits for the next batch instead.
+            if ride.state != RideState::Dispatching || ride.offer.is_some() || self.batching() {
+                return Ok(());
+            }
+            let (radius, ranked) = if ride.attempts >= self.settings.max_attempts {
+                (ride.radius, Vec::new())
+            } else {
+                self.candidates(&ride, now)
+            };
+            if ranked.is_empty() {
+                self.no_driver(ride_id, now).await?;
+                return Ok(());
+            }
+            if !self.offer(&ride, radius, &ranked, now).await? {
+                return Ok(());
+            }
+        }
+        // Still every candidate taken: the sweep tries again shortly.
+        Ok(())
+    }
+
+    /// Offers `ride` to the first free of `ranked`; `Ok(true)` when all were taken (the
+    /// caller searches again without them).
+    async fn offer(
+        &self,
+        ride: &RideDoc,
+        radius: usize,
+        ranked: &[Candidate],
         now: i64,
-    ) {
+    ) -> Result<bool, DispatchError> {
+        let timeout_ms = self.settings.offer_timeout_s as i64 * 1000;
         let offer_id = new_id("offer");
-        let Some(ride) = book.rides.get_mut(ride_id) else {
-            return;
-        };
-        ride.offer = Some(offer_id.clone());
-        ride.attempts += 1;
-        if ride.attempts == 1 {
-            self.metrics
-                .to_first_offer
-                .observe((now - ride.requested_at_ms).max(0) as f64 / 1000.0);
-        }
-        let timeout = Duration::from_secs(self.settings.offer_timeout_s);
-        let view = OfferView {
-            kind: "offer".into(),
-            offer_id: offer_id.clone(),
-            ride_id: ride_id.to_owned(),
-            pickup: ride.request.pickup,
-            dropoff: ride.request.dropoff,
-            product: ride.request.product.clone(),
-            pickup_distance_m: distance_m,
-            pickup_eta_s,
-            expires_at_ms: now + timeout.as_millis() as i64,
-        };
-        self.notifier.offer(driver, &view);
-        book.offer_by_driver
-            .insert(driver.to_owned(), offer_id.clone());
-        book.offers.insert(
-            offer_id.clone(),
-            Offer {
-                ride: ride_id.to_owned(),
-                driver: driver.to_owned(),
-                view,
-            },
-        );
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            me.expire(&offer_id);
-        });
-    }
-
-    /// Ends an outstanding offer (declined, timed out or withdrawn): the driver is
-    /// available again and excluded from this ride.
-    fn close_offer(&self, book: &mut Book, offer_id: &str, outcome: &str) -> Option<String> {
-        let offer = book.offers.remove(offer_id)?;
-        book.offer_by_driver.remove(&offer.driver);
-        if let Ok(id) = EntryId::parse(&offer.driver) {
-            let _ =
-                self.index
-                    .compare_and_set_status(&id, &[Status::Offered], Status::Available, None);
-        }
-        if let Some(ride) = book.rides.get_mut(&offer.ride) {
-            if ride.offer.as_deref() == Some(offer_id) {
-                ride.offer = None;
+        let claim = self
+            .book
+            .claim(
+                &ride.base.id,
+                radius,
+                ranked,
+                self.settings.max_attempts,
+                (&offer_id, now + timeout_ms),
+            )
+            .await?;
+        match claim {
+            Claim::Offered(offer) => {
+                if ride.attempts == 0 {
+                    self.metrics
+                        .to_first_offer
+                        .observe((now_ms() - ride.since_ms).max(0) as f64 / 1000.0);
+                }
+                self.notifier.offer(&offer.driver, &ride.offer_view(&offer));
+                Ok(false)
             }
-            ride.excluded.insert(offer.driver.clone());
-        }
-        self.metrics.offers.with_label_values(&[outcome]).inc();
-        Some(offer.ride)
-    }
-
-    fn expire(self: &Arc<Self>, offer_id: &str) {
-        let mut book = self.book.lock();
-        if let Some(ride) = self.close_offer(&mut book, offer_id, "timed_out") {
-            self.advance(&mut book, &ride, now_ms());
-        }
-    }
-
-    fn finish(&self, book: &mut Book, ride_id: &str, state: RideState, now: i64, by: Option<&str>) {
-        let Some(ride) = book.rides.get_mut(ride_id) else {
-            return;
-        };
-        ride.to(state, now, by);
-        if let Some(driver) = ride.driver.clone() {
-            book.ride_by_driver.remove(&driver);
-            if let Ok(id) = EntryId::parse(&driver) {
-                let _ = self.index.compare_and_set_status(
-                    &id,
-                    &[Status::Busy],
-                    Status::Available,
-                    None,
-                );
+            Claim::NotWanted => Ok(false),
+            Claim::AllTaken(taken) => {
+                let mut h = self.engaged_hint.lock();
+                for d in taken {
+                    h.insert(d, now + ENGAGED_HINT_MS);
+                }
+                Ok(true)
             }
         }
-        let rider = ride.rider.clone();
-        if book.open_by_rider.get(&rider).map(String::as_str) == Some(ride_id) {
-            book.open_by_rider.remove(&rider);
+    }
+
+    /// Ends a dispatching ride without an offer as `no_driver_found`.
+    async fn no_driver(&self, ride_id: &str, now: i64) -> Result<(), DispatchError> {
+        let step = Step {
+            to: RideState::NoDriverFound,
+            from: &[RideState::Dispatching],
+            driver: None,
+            by: None,
+        };
+        if self.book.step(ride_id, step, now).await?.is_ok() {
+            self.ended(RideState::NoDriverFound);
         }
+        Ok(())
+    }
+
+    fn ended(&self, state: RideState) {
         self.metrics.rides.with_label_values(&[state.name()]).inc();
-        self.metrics.open_rides.dec();
+    }
+
+    /// Engagement of a driver seen elsewhere (another replica's offer, accept or release).
+    pub fn engaged_elsewhere(&self, driver: &str, engaged: bool) {
+        let mut h = self.engaged_hint.lock();
+        if engaged {
+            h.insert(driver.to_owned(), now_ms() + ANNOUNCED_HINT_MS);
+        } else {
+            h.remove(driver);
+        }
+    }
+
+    /// Forgets every engagement hint (the announcements may have been missed).
+    pub fn forget_engagements(&self) {
+        self.engaged_hint.lock().clear();
+    }
+
+    /// Sweeps every `interval` until the process stops.
+    pub async fn run_sweeps(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sweep(now_ms()).await {
+                tracing::warn!(error = %e, "dispatch sweep failed; retrying");
+            }
+        }
+    }
+
+    /// Times out expired offers, starts scheduled rides whose lead time has come, and
+    /// advances rides left without an offer. Every replica runs it; each step is claimed
+    /// by one. Returns the number of rides it moved.
+    pub async fn sweep(self: &Arc<Self>, now: i64) -> Result<usize, DispatchError> {
+        let mut moved = 0;
+        for offer in self.book.expired_offers(now).await? {
+            if let Ok(o) = self
+                .book
+                .close_offer(&offer, None, OfferEnd::TimedOut, now)
+                .await?
+            {
+                self.metrics.offers.with_label_values(&["timed_out"]).inc();
+                self.advance(&o.ride, now).await?;
+                moved += 1;
+            }
+        }
+        for ride in self.book.start_due(now).await? {
+            self.advance(&ride, now).await?;
+            moved += 1;
+        }
+        if !self.batching() {
+            for (ride, since) in self.book.idle().await? {
+                if now - since >= IDLE_GRACE_MS {
+                    self.advance(&ride, now).await?;
+                    moved += 1;
+                }
+            }
+        }
+        self.metrics
+            .open_rides
+            .set(self.book.open_count().await? as i64);
+        Ok(moved)
     }
 
     /// Batched matching: every `batch_window_ms`, assign all dispatching rides without an
@@ -549,89 +497,70 @@ impl Dispatcher {
     /// then run the same offer cycle. Rides nobody can reach widen their radius, up to the
     /// cap, and end as `no_driver_found` past it or past `max_attempts`.
     pub async fn run_batches(self: Arc<Self>) {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(self.settings.batch_window_ms.max(1)));
+        let window = self.settings.batch_window_ms.max(1);
+        let mut tick = tokio::time::interval(Duration::from_millis(window));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.assign_batch(now_ms());
+            // One replica assigns each window.
+            let turn = match &self.book {
+                Book::Memory(_) => Ok(true),
+                Book::Redis(r) => r.batch_turn(window).await,
+            };
+            match turn {
+                Ok(true) => {
+                    if let Err(e) = self.assign_batch(now_ms()).await {
+                        tracing::warn!(error = %e, "batch assignment failed; retrying");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "batch turn failed; retrying"),
+            }
         }
     }
 
     /// One batch; returns the number of offers made.
-    pub fn assign_batch(self: &Arc<Self>, now: i64) -> usize {
-        let mut book = self.book.lock();
-        let pending: Vec<String> = book
-            .rides
-            .values()
+    pub async fn assign_batch(self: &Arc<Self>, now: i64) -> Result<usize, DispatchError> {
+        let window = self.settings.batch_window_ms as i64;
+        let mut rides = Vec::new();
+        for (id, since) in self.book.idle().await? {
+            let Some(ride) = self.book.ride(&id).await? else {
+                continue;
+            };
             // A request is held for one window, so that it can be paired with the others
             // of its window; a ride back from a decline or timeout goes at once.
-            .filter(|r| r.state == RideState::Dispatching && r.offer.is_none())
-            .filter(|r| {
-                r.attempts > 0 || now - r.requested_at_ms >= self.settings.batch_window_ms as i64
-            })
-            .map(|r| r.id.clone())
-            .collect();
+            if ride.state != RideState::Dispatching
+                || ride.offer.is_some()
+                || (ride.attempts == 0 && now - since < window)
+            {
+                continue;
+            }
+            rides.push(ride);
+        }
         // Candidates of every pending ride, widening the radius of rides that have none.
         let mut rows: Vec<(String, Vec<(String, f64)>)> = Vec::new();
-        let mut distances: Vec<HashMap<String, f64>> = Vec::new();
-        for id in pending {
-            let ride = &book.rides[&id];
-            let pickup = ride.request.pickup;
-            if ride.attempts >= self.settings.max_attempts {
-                self.finish(&mut book, &id, RideState::NoDriverFound, now, None);
-                continue;
-            }
-            let filter = Filter::available_drivers()
-                .vehicle_class(ride.class)
-                .min_seats(ride.request.seats.unwrap_or(0));
-            let mut radius = ride.radius;
-            let mut found = Vec::new();
-            while radius < self.settings.radii_m.len() {
-                found = self
-                    .index
-                    .nearest_where(
-                        &ride.request.pickup,
-                        self.settings.candidates,
-                        &filter,
-                        Some(self.settings.radii_m[radius]),
-                        |d| !ride.excluded.contains(d.as_str()),
-                    )
-                    .into_iter()
-                    .map(|n| (n.entry.id.to_string(), n.distance_m, n.entry.position))
-                    .collect();
-                if !found.is_empty() {
-                    break;
-                }
-                radius += 1;
-            }
-            self.metrics.candidates.observe(found.len() as f64);
+        let mut pending: Vec<(RideDoc, usize, Vec<Candidate>)> = Vec::new();
+        for ride in rides {
+            let (radius, found) = if ride.attempts >= self.settings.max_attempts {
+                (ride.radius, Vec::new())
+            } else {
+                self.candidates(&ride, now)
+            };
             if found.is_empty() {
-                self.finish(&mut book, &id, RideState::NoDriverFound, now, None);
+                self.no_driver(&ride.base.id, now).await?;
                 continue;
             }
-            if let Some(r) = book.rides.get_mut(&id) {
-                r.radius = radius;
-            }
-            let positions: Vec<Position> = found.iter().map(|c| c.2).collect();
-            let etas = self.pickup_etas(&pickup, &positions, now);
-            distances.push(
+            rows.push((
+                ride.base.id.clone(),
                 found
                     .iter()
-                    .map(|c| (c.0.clone(), c.1))
-                    .collect::<HashMap<_, _>>(),
-            );
-            rows.push((
-                id,
-                found
-                    .into_iter()
-                    .zip(etas)
-                    .map(|(c, eta)| (c.0, eta as f64))
+                    .map(|c| (c.driver.clone(), c.eta_s as f64))
                     .collect(),
             ));
+            pending.push((ride, radius, found));
         }
         if rows.is_empty() {
-            return 0;
+            return Ok(0);
         }
         let mut drivers: Vec<String> = rows
             .iter()
@@ -642,188 +571,134 @@ impl Dispatcher {
         let assignment = min_cost_assignment(&rows, &drivers, |eta_s| eta_s as i64);
         let mut offers = 0;
         for (row, col) in assignment {
-            let (ride_id, candidates) = &rows[row];
-            let driver = &drivers[col];
-            let Some(&(_, eta)) = candidates.iter().find(|(d, _)| d == driver) else {
+            let (ride, radius, found) = &pending[row];
+            let Some(c) = found.iter().find(|c| c.driver == drivers[col]) else {
                 continue;
             };
-            let distance = distances[row].get(driver).copied().unwrap_or(0.0);
-            let Ok(id) = EntryId::parse(driver) else {
-                continue;
-            };
-            if self
-                .index
-                .compare_and_set_status(&id, &[Status::Available], Status::Offered, None)
-                .is_ok()
-            {
-                self.offer(&mut book, ride_id, driver, distance, eta as u64, now);
+            let taken = self
+                .offer(ride, *radius, std::slice::from_ref(c), now)
+                .await?;
+            if !taken {
                 offers += 1;
             }
         }
-        offers
+        Ok(offers)
     }
 
     /// The driver's current offer.
-    pub fn current_offer(&self, driver: &str) -> Result<OfferView, DispatchError> {
-        let book = self.book.lock();
-        book.offer_by_driver
-            .get(driver)
-            .and_then(|o| book.offers.get(o))
-            .map(|o| o.view.clone())
-            .ok_or_else(|| DispatchError::NoOffer(driver.to_owned()))
+    pub async fn current_offer(&self, driver: &str) -> Result<OfferView, DispatchError> {
+        let offer = self
+            .book
+            .offer_of_driver(driver)
+            .await?
+            .ok_or_else(|| DispatchError::NoOffer(driver.to_owned()))?;
+        let ride = self
+            .book
+            .ride(&offer.ride)
+            .await?
+            .ok_or_else(|| DispatchError::NoOffer(driver.to_owned()))?;
+        Ok(ride.offer_view(&offer))
     }
 
     /// The driver who holds `offer_id` (for authorisation).
-    pub fn offer_driver(&self, offer_id: &str) -> Result<String, DispatchError> {
+    pub async fn offer_driver(&self, offer_id: &str) -> Result<String, DispatchError> {
         self.book
-            .lock()
-            .offers
-            .get(offer_id)
-            .map(|o| o.driver.clone())
+            .offer(offer_id)
+            .await?
+            .map(|o| o.driver)
             .ok_or(DispatchError::OfferGone)
     }
 
     /// Accepts the current offer of a still-open ride: atomic; a late or repeated accept
     /// is refused and changes nothing.
-    pub fn accept(&self, offer_id: &str, driver: &str) -> Result<RideView, DispatchError> {
+    pub async fn accept(&self, offer_id: &str, driver: &str) -> Result<RideView, DispatchError> {
         let now = now_ms();
-        let mut book = self.book.lock();
-        let offer = book.offers.get(offer_id).ok_or(DispatchError::OfferGone)?;
-        if offer.driver != driver {
-            return Err(DispatchError::Forbidden);
-        }
-        let ride_id = offer.ride.clone();
-        let eta = offer.view.pickup_eta_s;
-        let ride = book
-            .rides
-            .get(&ride_id)
-            .ok_or_else(|| DispatchError::RideNotFound(ride_id.clone()))?;
-        if ride.state != RideState::Dispatching || ride.offer.as_deref() != Some(offer_id) {
-            return Err(DispatchError::OfferGone);
-        }
-        let id = EntryId::parse(driver).map_err(|_| DispatchError::DriverUnavailable)?;
-        if self
-            .index
-            .compare_and_set_status(&id, &[Status::Offered], Status::Busy, None)
-            .is_err()
-        {
-            return Err(DispatchError::DriverUnavailable);
-        }
-        book.offers.remove(offer_id);
-        book.offer_by_driver.remove(driver);
-        book.ride_by_driver
-            .insert(driver.to_owned(), ride_id.clone());
-        let ride = book.rides.get_mut(&ride_id).expect("checked above");
-        ride.offer = None;
-        ride.driver = Some(driver.to_owned());
-        ride.pickup_eta_s = Some(eta);
-        ride.to(RideState::Accepted, now, Some(driver));
+        let ride = self.book.accept(offer_id, driver, now).await??;
         self.metrics.offers.with_label_values(&["accepted"]).inc();
         self.metrics
             .to_accept
-            .observe((now - ride.requested_at_ms).max(0) as f64 / 1000.0);
+            .observe((now - ride.since_ms).max(0) as f64 / 1000.0);
         Ok(ride.view())
     }
 
     /// Declines the current offer; dispatch moves on to the next candidate.
-    pub fn decline(self: &Arc<Self>, offer_id: &str, driver: &str) -> Result<(), DispatchError> {
-        let mut book = self.book.lock();
-        let offer = book.offers.get(offer_id).ok_or(DispatchError::OfferGone)?;
-        if offer.driver != driver {
-            return Err(DispatchError::Forbidden);
-        }
-        if let Some(ride) = self.close_offer(&mut book, offer_id, "declined") {
-            self.advance(&mut book, &ride, now_ms());
-        }
-        Ok(())
+    pub async fn decline(
+        self: &Arc<Self>,
+        offer_id: &str,
+        driver: &str,
+    ) -> Result<(), DispatchError> {
+        let now = now_ms();
+        let offer = self
+            .book
+            .close_offer(offer_id, Some(driver), OfferEnd::Declined, now)
+            .await??;
+        self.metrics.offers.with_label_values(&["declined"]).inc();
+        self.advance(&offer.ride, now).await
     }
 
     /// A trip step by the assigned driver: arrived, start, complete.
-    pub fn progress(
+    pub async fn progress(
         &self,
         ride_id: &str,
         driver: Option<&str>,
         to: RideState,
     ) -> Result<RideView, DispatchError> {
-        let (from, name) = match to {
-            RideState::DriverArrived => (RideState::Accepted, "accepted"),
-            RideState::InProgress => (RideState::DriverArrived, "driver_arrived"),
-            RideState::Completed => (RideState::InProgress, "in_progress"),
+        let from = match to {
+            RideState::DriverArrived => RideState::Accepted,
+            RideState::InProgress => RideState::DriverArrived,
+            RideState::Completed => RideState::InProgress,
             _ => return Err(DispatchError::WrongState("any", "a trip step")),
         };
-        let now = now_ms();
-        let mut book = self.book.lock();
-        let ride = book
-            .rides
-            .get_mut(ride_id)
-            .ok_or_else(|| DispatchError::RideNotFound(ride_id.to_owned()))?;
-        if driver.is_some_and(|d| ride.driver.as_deref() != Some(d)) {
-            return Err(DispatchError::Forbidden);
+        let step = Step {
+            to,
+            from: &[from],
+            driver,
+            by: driver,
+        };
+        let done = self.book.step(ride_id, step, now_ms()).await??;
+        if to.is_terminal() {
+            self.ended(to);
         }
-        if ride.state != from {
-            return Err(DispatchError::WrongState(ride.state.name(), name));
-        }
-        if to == RideState::Completed {
-            self.finish(&mut book, ride_id, to, now, driver);
-        } else {
-            ride.to(to, now, driver);
-        }
-        Ok(book.rides[ride_id].view())
+        Ok(done.ride.view())
     }
 
     /// Cancels an open ride (by its rider, its driver, or the platform). A ride on the
     /// road (in progress) can no longer be cancelled, only completed.
-    pub fn cancel(&self, ride_id: &str, by: &str) -> Result<RideView, DispatchError> {
-        let now = now_ms();
-        let mut book = self.book.lock();
-        let ride = book
-            .rides
-            .get(ride_id)
-            .ok_or_else(|| DispatchError::RideNotFound(ride_id.to_owned()))?;
-        if ride.state.is_terminal() || ride.state == RideState::InProgress {
-            return Err(DispatchError::WrongState(
-                ride.state.name(),
-                "requested, dispatching, accepted or driver_arrived",
-            ));
+    pub async fn cancel(&self, ride_id: &str, by: &str) -> Result<RideView, DispatchError> {
+        let step = Step {
+            to: RideState::Cancelled,
+            from: &[
+                RideState::Requested,
+                RideState::Dispatching,
+                RideState::Accepted,
+                RideState::DriverArrived,
+            ],
+            driver: None,
+            by: Some(by),
+        };
+        let done = self.book.step(ride_id, step, now_ms()).await??;
+        if done.withdrawn.is_some() {
+            self.metrics.offers.with_label_values(&["withdrawn"]).inc();
         }
-        if let Some(offer) = ride.offer.clone() {
-            self.close_offer(&mut book, &offer, "withdrawn");
+        self.ended(RideState::Cancelled);
+        Ok(done.ride.view())
+    }
+
+    /// Sets the rider's tip on a ride (it may only go up): the driver's offer shows it.
+    pub async fn tip(&self, ride_id: &str, tip_minor: u64) -> Result<RideView, DispatchError> {
+        if tip_minor > self.settings.max_tip_minor {
+            return Err(DispatchError::TipTooLarge(self.settings.max_tip_minor));
         }
-        self.finish(&mut book, ride_id, RideState::Cancelled, now, Some(by));
-        Ok(book.rides[ride_id].view())
+        Ok(self.book.set_tip(ride_id, tip_minor).await??.view())
     }
 
     /// A ride (the caller checks who may see it).
-    pub fn ride(&self, ride_id: &str) -> Result<RideView, DispatchError> {
+    pub async fn ride(&self, ride_id: &str) -> Result<RideView, DispatchError> {
         self.book
-            .lock()
-            .rides
-            .get(ride_id)
-            .map(Ride::view)
+            .ride(ride_id)
+            .await?
+            .map(|r| r.view())
             .ok_or_else(|| DispatchError::RideNotFound(ride_id.to_owned()))
-    }
-
-    /// Starts dispatch of scheduled rides whose lead time has come. Run periodically.
-    pub fn dispatch_due(self: &Arc<Self>, now: i64) -> usize {
-        let lead = self.settings.schedule_lead_s as i64 * 1000;
-        let mut book = self.book.lock();
-        let due: Vec<String> = book
-            .rides
-            .values()
-            .filter(|r| {
-                r.state == RideState::Requested
-                    && r.request.scheduled_at.is_some_and(|at| at - lead <= now)
-            })
-            .map(|r| r.id.clone())
-            .collect();
-        for id in &due {
-            if let Some(r) = book.rides.get_mut(id) {
-                r.to(RideState::Dispatching, now, None);
-                r.requested_at_ms = now;
-            }
-            self.advance(&mut book, id, now);
-        }
-        due.len()
     }
 
     /// Available drivers near a point. Riders get positions snapped to the centre of their
@@ -846,9 +721,14 @@ impl Dispatcher {
                 .ok_or_else(|| DispatchError::UnknownProduct(c.to_owned()))?;
             filter = filter.vehicle_class(code as u8);
         }
-        let found =
-            self.index
-                .nearest(at, k.min(self.settings.max_nearby), &filter, Some(radius_m));
+        let hint: HashSet<String> = self.engaged_hint.lock().keys().cloned().collect();
+        let found = self.index.nearest_where(
+            at,
+            k.min(self.settings.max_nearby),
+            &filter,
+            Some(radius_m),
+            |id| !hint.contains(id.as_str()),
+        );
         Ok(found
             .into_iter()
             .map(|n| {
@@ -882,12 +762,6 @@ impl Dispatcher {
                 }
             })
             .collect())
-    }
-
-    /// Every driver's active ride and outstanding offer (for invariant checks).
-    pub fn assignments(&self) -> (HashMap<String, String>, HashMap<String, String>) {
-        let book = self.book.lock();
-        (book.ride_by_driver.clone(), book.offer_by_driver.clone())
     }
 }
 

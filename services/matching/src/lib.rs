@@ -14,8 +14,10 @@ use std::sync::Arc;
 use actix_web::web;
 use geomatch_common::ServiceInfo;
 
+pub mod book;
 pub mod dispatch;
 pub mod metrics;
+pub mod redis_book;
 pub mod ride;
 pub mod routes;
 
@@ -32,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, dispatcher: web::Data<Arc<Dispatc
         .service(web::resource("/v1/rides").route(web::post().to(routes::post_ride)))
         .service(web::resource("/v1/rides/{ride_id}").route(web::get().to(routes::get_ride)))
         .service(web::resource("/v1/rides/{ride_id}/cancel").route(web::post().to(routes::cancel)))
+        .service(web::resource("/v1/rides/{ride_id}/tip").route(web::post().to(routes::tip)))
         .service(
             web::resource("/v1/rides/{ride_id}/arrived").route(web::post().to(routes::arrived)),
         )

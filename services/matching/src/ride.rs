@@ -58,6 +58,18 @@ pub struct RideRequest {
     /// ms since the Unix epoch; up to `matching.max_schedule_days` ahead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<i64>,
+    /// A tip for the driver, in the fare's minor units (up to `matching.max_tip_minor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tip_minor: Option<u64>,
+}
+
+/// The fare of a ride, fixed when it was requested (the quote's, or priced then).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fare {
+    /// Integer minor units (cents), never floats.
+    pub total_minor: u64,
+    /// ISO 4217 code.
+    pub currency: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,6 +96,10 @@ pub struct RideView {
     pub pickup_eta_s: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fare: Option<Fare>,
+    /// The rider's tip, minor units of the fare's currency.
+    pub tip_minor: u64,
     /// Offers made so far.
     pub attempts: u32,
     pub transitions: Vec<Transition>,
@@ -102,6 +118,14 @@ pub struct OfferView {
     pub pickup_distance_m: f64,
     pub pickup_eta_s: u64,
     pub expires_at_ms: i64,
+    /// The ride's fare, when priced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fare: Option<Fare>,
+    /// The rider's tip (minor units).
+    pub tip_minor: u64,
+    /// Fare plus tip: what the driver is offered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_minor: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -142,6 +166,12 @@ pub enum DispatchError {
     Forbidden,
     #[error("invalid query: {0}")]
     Query(String),
+    #[error("a tip can only be raised; it is {0}")]
+    TipLowered(u64),
+    #[error("a tip may be at most {0} minor units")]
+    TipTooLarge(u64),
+    #[error("dispatch is unavailable; retry shortly ({0})")]
+    Unavailable(String),
 }
 
 impl ErrorCode for DispatchError {
@@ -149,6 +179,8 @@ impl ErrorCode for DispatchError {
         use DispatchError::*;
         match self {
             MissingKey | BadKey | Query(_) => StatusCode::BAD_REQUEST,
+            TipLowered(_) | TipTooLarge(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Quote(r) if r.forbidden => StatusCode::FORBIDDEN,
             KeyReused | UnknownProduct(_) | Seats | Schedule(_) | Quote(_) | QuotesUnavailable => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -181,6 +213,9 @@ impl ErrorCode for DispatchError {
             DriverUnavailable => "driver_unavailable",
             Forbidden => "forbidden",
             Query(_) => "invalid_query",
+            TipLowered(_) => "tip_lowered",
+            TipTooLarge(_) => "tip_too_large",
+            Unavailable(_) => "store_unavailable",
         }
     }
 }

@@ -26,7 +26,7 @@ pub async fn post_ride(
         .get("idempotency-key")
         .map(|v| v.to_str().map_err(|_| DispatchError::BadKey))
         .transpose()?;
-    let created = d.request(&who.subject, key, body.into_inner())?;
+    let created = d.request(&who.subject, key, body.into_inner()).await?;
     let mut response = HttpResponse::Created();
     if created.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
@@ -50,7 +50,7 @@ pub async fn get_ride(
     who: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let ride = d.ride(&path)?;
+    let ride = d.ride(&path).await?;
     may_see(&who, &ride)?;
     Ok(HttpResponse::Ok().json(ride))
 }
@@ -61,10 +61,33 @@ pub async fn cancel(
     who: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let ride = d.ride(&path)?;
+    let ride = d.ride(&path).await?;
     may_see(&who, &ride)?;
     let by = format!("{}:{}", role_name(who.role), who.subject);
-    Ok(HttpResponse::Ok().json(d.cancel(&path, &by)?))
+    Ok(HttpResponse::Ok().json(d.cancel(&path, &by).await?))
+}
+
+/// `POST /v1/rides/{ride_id}/tip` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TipBody {
+    /// The new tip in the fare's minor units; a tip can only be raised.
+    pub tip_minor: u64,
+}
+
+/// `POST /v1/rides/{ride_id}/tip`: the ride's rider sets (raises) the tip.
+pub async fn tip(
+    d: Dispatch,
+    who: Principal,
+    path: web::Path<String>,
+    body: web::Json<TipBody>,
+) -> Result<HttpResponse, ApiError> {
+    who.require(&[Role::Rider])?;
+    let ride = d.ride(&path).await?;
+    if ride.rider_id != who.subject {
+        return Err(DispatchError::Forbidden.into());
+    }
+    Ok(HttpResponse::Ok().json(d.tip(&path, body.tip_minor).await?))
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -83,15 +106,15 @@ pub async fn current_offer(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     who.may_act_as(Role::Driver, &path)?;
-    Ok(HttpResponse::Ok().json(d.current_offer(&path)?))
+    Ok(HttpResponse::Ok().json(d.current_offer(&path).await?))
 }
 
 /// The driver an offer action is for: the token's own id, or for a privileged caller the
 /// offer's driver.
-fn offer_actor(d: &Dispatcher, who: &Principal, offer_id: &str) -> Result<String, ApiError> {
+async fn offer_actor(d: &Dispatcher, who: &Principal, offer_id: &str) -> Result<String, ApiError> {
     match who.role {
         Role::Driver => Ok(who.subject.clone()),
-        r if r.is_privileged() => Ok(d.offer_driver(offer_id)?),
+        r if r.is_privileged() => Ok(d.offer_driver(offer_id).await?),
         _ => Err(DispatchError::Forbidden.into()),
     }
 }
@@ -102,8 +125,8 @@ pub async fn accept(
     who: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let driver = offer_actor(&d, &who, &path)?;
-    Ok(HttpResponse::Ok().json(d.accept(&path, &driver)?))
+    let driver = offer_actor(&d, &who, &path).await?;
+    Ok(HttpResponse::Ok().json(d.accept(&path, &driver).await?))
 }
 
 /// `POST /v1/offers/{offer_id}/decline`
@@ -112,8 +135,8 @@ pub async fn decline(
     who: Principal,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let driver = offer_actor(&d, &who, &path)?;
-    d.decline(&path, &driver)?;
+    let driver = offer_actor(&d, &who, &path).await?;
+    d.decline(&path, &driver).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -128,7 +151,7 @@ async fn step(
         r if r.is_privileged() => None,
         _ => return Err(DispatchError::Forbidden.into()),
     };
-    Ok(HttpResponse::Ok().json(d.progress(ride_id, driver, to)?))
+    Ok(HttpResponse::Ok().json(d.progress(ride_id, driver, to).await?))
 }
 
 /// `POST /v1/rides/{ride_id}/arrived`

@@ -85,6 +85,11 @@ pub struct MatchingSettings {
     /// Batched matching: 0 offers each request greedily at once; above 0, open requests
     /// are collected for this many ms and assigned together to minimise total pickup ETA.
     pub batch_window_ms: u64,
+    /// The largest tip a rider may add to a ride, minor units of the fare's currency.
+    pub max_tip_minor: u64,
+    /// How often each replica sweeps dispatch (offer timeouts, scheduled rides, rides
+    /// left without an offer), ms.
+    pub sweep_interval_ms: u64,
 }
 
 impl Default for MatchingSettings {
@@ -99,6 +104,8 @@ impl Default for MatchingSettings {
             idempotency_ttl_s: 86_400,
             max_nearby: 50,
             batch_window_ms: 0,
+            max_tip_minor: 50_000,
+            sweep_interval_ms: 200,
         }
     }
 }
@@ -123,6 +130,13 @@ impl MatchingSettings {
         check_range("matching.candidates", self.candidates, 1, 500)?;
         check_range("matching.max_nearby", self.max_nearby, 1, 500)?;
         check_range("matching.batch_window_ms", self.batch_window_ms, 0, 60_000)?;
+        check_range("matching.max_tip_minor", self.max_tip_minor, 0, 10_000_000)?;
+        check_range(
+            "matching.sweep_interval_ms",
+            self.sweep_interval_ms,
+            10,
+            10_000,
+        )?;
         check_range("matching.max_schedule_days", self.max_schedule_days, 0, 30)?;
         check_range(
             "matching.idempotency_ttl_s",

@@ -32,6 +32,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod redis_keys;
 pub mod telemetry;
 
 pub use config::{LogFormat, LogSettings, Mode, Settings};

@@ -1,4 +1,4 @@
-//! Ride dispatch over real HTTP (embedded mode): the offer cycle, idempotency, trip steps
+//! Ride dispatch over real HTTP, embedded and in Redis mode: the offer cycle, idempotency, trip steps
 //! and the invariants under a concurrent swarm, checked on the recorded history.
 
 use std::collections::{HashMap, HashSet};
@@ -8,6 +8,25 @@ use geomatch_common::auth::Role;
 use geomatch_common::Mode;
 use geomatch_e2e::{spawn_in, TestApp};
 use serde_json::{json, Value};
+
+/// One test body run twice: embedded, and in Redis mode against the harness's own
+/// redis-server.
+macro_rules! both_modes {
+    (async fn $name:ident($mode:ident: Mode) $body:block) => {
+        mod $name {
+            use super::*;
+            async fn run($mode: Mode) $body
+            #[tokio::test]
+            async fn embedded() {
+                run(Mode::Embedded).await
+            }
+            #[tokio::test]
+            async fn redis() {
+                run(Mode::Redis).await
+            }
+        }
+    };
+}
 
 async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("a JSON body")
@@ -47,8 +66,8 @@ async fn offer_of(app: &TestApp, driver: &str) -> Option<Value> {
     (r.status() == 200).then_some(body(r).await)
 }
 
-async fn app_with(offer_timeout_s: u64) -> TestApp {
-    spawn_in(Mode::Embedded, |s| {
+async fn app_with(mode: Mode, offer_timeout_s: u64) -> TestApp {
+    spawn_in(mode, |s| {
         s.matching.offer_timeout_s = offer_timeout_s;
         s.ingest.rate_per_s = 1000.0;
         s.ingest.burst = 1000.0;
@@ -56,10 +75,9 @@ async fn app_with(offer_timeout_s: u64) -> TestApp {
     .await
 }
 
-#[tokio::test]
-async fn the_nearest_available_driver_of_the_product_is_offered_first_and_accepting_assigns_the_ride(
-) {
-    let app = app_with(15).await;
+both_modes! {
+    async fn the_nearest_available_driver_of_the_product_is_offered_first_and_accepting_assigns_the_ride(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "near", 37.5005, 127.0, "standard").await;
     online(&app, "far", 37.51, 127.0, "standard").await;
     online(&app, "xl-nearer", 37.5001, 127.0, "xl").await;
@@ -115,10 +133,11 @@ async fn the_nearest_available_driver_of_the_product_is_offered_first_and_accept
         .collect();
     assert!(!ids.contains(&"near") && ids.contains(&"far"), "{ids:?}");
 }
+}
 
-#[tokio::test]
-async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first() {
-    let app = app_with(1).await;
+both_modes! {
+    async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first(mode: Mode) {
+    let app = app_with(mode, 1).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     online(&app, "b", 37.5005, 127.0, "standard").await;
     online(&app, "c", 37.5010, 127.0, "standard").await;
@@ -170,10 +189,11 @@ async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_
         );
     }
 }
+}
 
-#[tokio::test]
-async fn a_late_or_repeated_accept_is_409_and_changes_nothing() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn a_late_or_repeated_accept_is_409_and_changes_nothing(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     online(&app, "b", 37.5005, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
@@ -207,10 +227,11 @@ async fn a_late_or_repeated_accept_is_409_and_changes_nothing() {
         (Some("a"), 3)
     );
 }
+}
 
-#[tokio::test]
-async fn with_nobody_within_the_radius_cap_the_ride_ends_as_no_driver_found() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn with_nobody_within_the_radius_cap_the_ride_ends_as_no_driver_found(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "far-away", 37.7, 127.0, "standard").await; // 22 km: beyond the 6 km cap
     let rider = app.token("u1", Role::Rider);
     let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
@@ -224,10 +245,11 @@ async fn with_nobody_within_the_radius_cap_the_ride_ends_as_no_driver_found() {
         201
     );
 }
+}
 
-#[tokio::test]
-async fn after_the_maximum_number_of_offers_the_ride_ends_as_no_driver_found() {
-    let app = spawn_in(Mode::Embedded, |s| s.matching.max_attempts = 2).await;
+both_modes! {
+    async fn after_the_maximum_number_of_offers_the_ride_ends_as_no_driver_found(mode: Mode) {
+    let app = spawn_in(mode, |s| s.matching.max_attempts = 2).await;
     for (i, d) in ["a", "b", "c"].iter().enumerate() {
         online(&app, d, 37.5001 + i as f64 * 0.0003, 127.0, "standard").await;
     }
@@ -253,10 +275,11 @@ async fn after_the_maximum_number_of_offers_the_ride_ends_as_no_driver_found() {
     assert_eq!(ride["state"], "no_driver_found");
     assert!(offer_of(&app, "c").await.is_none());
 }
+}
 
-#[tokio::test]
-async fn the_idempotency_key_is_required_replays_the_same_body_and_refuses_another() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn the_idempotency_key_is_required_replays_the_same_body_and_refuses_another(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     assert_problem(
@@ -294,10 +317,11 @@ async fn the_idempotency_key_is_required_replays_the_same_body_and_refuses_anoth
     )
     .await;
 }
+}
 
-#[tokio::test]
-async fn a_hundred_parallel_identical_posts_with_one_key_make_exactly_one_ride() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn a_hundred_parallel_identical_posts_with_one_key_make_exactly_one_ride(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let mut tasks = Vec::new();
@@ -332,13 +356,22 @@ async fn a_hundred_parallel_identical_posts_with_one_key_make_exactly_one_ride()
         }
     }
     assert_eq!(rides.len(), 1, "{rides:?}");
-    let m = app.get_metrics().await.text().await.unwrap();
+    // The gauge is refreshed by the dispatch sweep (every 200 ms).
+    let mut m = String::new();
+    for _ in 0..30 {
+        m = app.get_metrics().await.text().await.unwrap();
+        if m.contains("dispatch_open_rides 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(m.contains("dispatch_open_rides 1"), "{m}");
 }
+}
 
-#[tokio::test]
-async fn a_trip_runs_to_completion_and_the_driver_is_available_again() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn a_trip_runs_to_completion_and_the_driver_is_available_again(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
@@ -414,10 +447,11 @@ async fn a_trip_runs_to_completion_and_the_driver_is_available_again() {
     )
     .await;
 }
+}
 
-#[tokio::test]
-async fn a_rider_cancel_during_dispatch_withdraws_the_offer_and_frees_the_driver() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn a_rider_cancel_during_dispatch_withdraws_the_offer_and_frees_the_driver(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
@@ -452,10 +486,11 @@ async fn a_rider_cancel_during_dispatch_withdraws_the_offer_and_frees_the_driver
     )
     .await;
 }
+}
 
-#[tokio::test]
-async fn the_preferred_driver_is_offered_first_when_available_within_reach() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn the_preferred_driver_is_offered_first_when_available_within_reach(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "near", 37.5001, 127.0, "standard").await;
     online(&app, "fav", 37.505, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
@@ -465,10 +500,11 @@ async fn the_preferred_driver_is_offered_first_when_available_within_reach() {
     assert!(offer_of(&app, "fav").await.is_some());
     assert!(offer_of(&app, "near").await.is_none());
 }
+}
 
-#[tokio::test]
-async fn riders_see_cars_around_them_snapped_to_cells_without_ids() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn riders_see_cars_around_them_snapped_to_cells_without_ids(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5011, 127.0013, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let map = body(
@@ -511,11 +547,12 @@ async fn riders_see_cars_around_them_snapped_to_cells_without_ids() {
     )
     .await;
 }
+}
 
-#[tokio::test]
-async fn offers_are_pushed_to_the_drivers_websocket() {
+both_modes! {
+    async fn offers_are_pushed_to_the_drivers_websocket(mode: Mode) {
     use futures_util::StreamExt;
-    let app = app_with(15).await;
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(app.stream_url("a", &app.driver("a")))
         .await
@@ -541,13 +578,13 @@ async fn offers_are_pushed_to_the_drivers_websocket() {
         offer_of(&app, "a").await.unwrap()["offer_id"]
     );
 }
+}
 
 /// A swarm of riders and drivers at once; every response is recorded, then the invariants
 /// are checked on the history and on the final state.
-#[tokio::test]
-async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_and_no_ride_is_lost()
-{
-    let app = app_with(2).await;
+both_modes! {
+    async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_and_no_ride_is_lost(mode: Mode) {
+    let app = app_with(mode, 2).await;
     let drivers: Vec<String> = (0..15).map(|i| format!("d{i}")).collect();
     for (i, d) in drivers.iter().enumerate() {
         online(&app, d, 37.5 + (i as f64) * 0.0004, 127.0, "standard").await;
@@ -673,10 +710,11 @@ async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_an
         }
     }
 }
+}
 
-#[tokio::test]
-async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches() {
-    let app = spawn_in(Mode::Embedded, |s| s.matching.schedule_lead_s = 1).await;
+both_modes! {
+    async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches(mode: Mode) {
+    let app = spawn_in(mode, |s| s.matching.schedule_lead_s = 1).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let now = std::time::SystemTime::now()
@@ -712,9 +750,10 @@ async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches() {
     )
     .await;
 }
+}
 
-#[tokio::test]
-async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not() {
+both_modes! {
+    async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not(mode: Mode) {
     // r1 at 37.5; d1 11 m north of r1; r2 22 m north of r1 (11 m from d1); d2 100 m south.
     let place = |app: TestApp| async move {
         online(&app, "d1", 37.5001, 127.0, "standard").await;
@@ -749,7 +788,7 @@ async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not() {
     };
 
     // Greedy: r1 asks first and takes d1; r2 is left with d2 (total 11 + 122 m).
-    let (greedy, r1, r2) = place(app_with(15).await).await;
+    let (greedy, r1, r2) = place(app_with(mode, 15).await).await;
     assert_eq!(offered(&greedy, "d1").await.as_deref(), Some(r1.as_str()));
     assert_eq!(offered(&greedy, "d2").await.as_deref(), Some(r2.as_str()));
 
@@ -758,7 +797,7 @@ async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not() {
     // run in a few hundred), the scenario is run again on a fresh server.
     let mut outcomes = Vec::new();
     for _ in 0..3 {
-        let app = spawn_in(Mode::Embedded, |s| s.matching.batch_window_ms = 1000).await;
+        let app = spawn_in(mode, |s| s.matching.batch_window_ms = 1000).await;
         online(&app, "d1", 37.5001, 127.0, "standard").await;
         online(&app, "d2", 37.4991, 127.0, "standard").await;
         let (t1, t2) = (app.token("r1", Role::Rider), app.token("r2", Role::Rider));
@@ -784,10 +823,11 @@ async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not() {
     }
     panic!("batched matching never found the optimum: {outcomes:?}");
 }
+}
 
-#[tokio::test]
-async fn a_ride_honours_its_riders_live_quote_and_refuses_forged_foreign_or_mismatched_ones() {
-    let app = app_with(15).await;
+both_modes! {
+    async fn a_ride_honours_its_riders_live_quote_and_refuses_forged_foreign_or_mismatched_ones(mode: Mode) {
+    let app = app_with(mode, 15).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
     let q = body(app.post_quote(&rider, &json!({"pickup": {"lat": 37.5, "lng": 127.0}, "dropoff": {"lat": 37.55, "lng": 127.05}, "product": "standard"})).await).await;
@@ -829,4 +869,5 @@ async fn a_ride_honours_its_riders_live_quote_and_refuses_forged_foreign_or_mism
     // Its own, live quote for this trip.
     let r = app.post_ride(&rider, "k3", &with_quote(&quote_id)).await;
     assert_eq!(r.status(), 201);
+}
 }

@@ -1,0 +1,892 @@
+//! The Redis book: rides, offers and driver locks shared by every matching replica.
+//!
+//! Every state change is one Lua script, so it is atomic across replicas. Keys (all under
+//! the hash tag `{r}`, so each script touches one Cluster slot; dispatch state is small —
+//! a few hundred bytes per open ride — and one Redis core runs these scripts at well over
+//! the request rates of a metro, so the growth path past one shard is one tag per region):
+//! - `gm:{r}:ride:<id>` hash: `base` (JSON fixed at creation), `rider`, `state`, `offer`,
+//!   `attempts`, `radius`, `driver`, `token`, `eta`, `since`, `tip`; with `…:tr` (list of
+//!   `state|at_ms|by` transitions) and `…:ex` (set of drivers who declined or timed out);
+//! - `gm:{r}:offer:<id>` hash: `ride`, `driver`, `token`, `distance`, `eta`, `expires`;
+//! - `gm:{r}:drv:<driver>` hash: `token` (the fencing token: incremented by every claim of
+//!   the driver), `offer` or `ride` while the driver holds one — the driver lock;
+//! - `gm:{r}:open:<rider>`: the rider's open ride; `gm:{r}:idem:<rider>:<key>`: hash `body`,
+//!   `ride` of an `Idempotency-Key`;
+//! - sorted sets `gm:{r}:deadlines` (offer → expiry), `gm:{r}:due` (scheduled ride →
+//!   dispatch time), `gm:{r}:idle` (dispatching ride without an offer → since); set
+//!   `gm:{r}:open` of rides not yet ended.
+//!
+//! An accept succeeds only while the driver's lock still holds that offer under the
+//! offer's token; trip steps only while the driver's lock holds the ride under the token it
+//! was accepted with. Scripts publish driver engagement on [`ENGAGED`] so that every
+//! replica's index stops proposing engaged drivers (a hint only: the lock decides).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::Script;
+
+use crate::book::{BookError, Stepped};
+use crate::book::{Candidate, Claim, IdemBegin, OfferEnd, OfferRecord, RideBase, RideDoc, Step};
+use crate::ride::{DispatchError, RideState, Transition};
+
+const P: &str = "gm:{r}:";
+/// Pub/sub channel of driver engagement changes: `offered|id`, `busy|id`, `available|id`.
+pub const ENGAGED: &str = "gm:dispatch:engaged";
+/// Pub/sub channel of offers for drivers' WebSockets: `{"driver_id", "offer"}` JSON.
+pub const OFFERS: &str = "gm:dispatch:offers";
+/// Every call gives up after this, so that a request answers 503 within a second.
+const CALL_TIMEOUT: Duration = Duration::from_millis(800);
+/// Ended rides stay readable this long.
+const RETENTION_S: u64 = 7 * 86_400;
+/// An `Idempotency-Key` whose request never finished (a crashed replica) frees after this.
+const PENDING_TTL_S: u64 = 60;
+
+const LUA_CREATE: &str = r#"
+-- KEYS: ride, tr, open:<rider>, idle, due, open set
+-- ARGV: id, base, rider, now, state, dispatch_at, tip
+local cur = redis.call('GET', KEYS[3])
+if cur then return {'open', cur} end
+redis.call('HSET', KEYS[1], 'base', ARGV[2], 'rider', ARGV[3], 'state', ARGV[5],
+  'attempts', 0, 'radius', 0, 'since', ARGV[4], 'tip', ARGV[7])
+redis.call('RPUSH', KEYS[2], 'requested|' .. ARGV[4] .. '|')
+if ARGV[5] == 'dispatching' then
+  redis.call('RPUSH', KEYS[2], 'dispatching|' .. ARGV[4] .. '|')
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+else
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+end
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
+return {'ok'}
+"#;
+
+const LUA_READ: &str = r#"
+-- KEYS: ride, tr, ex
+return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
+  redis.call('SMEMBERS', KEYS[3])}
+"#;
+
+const LUA_CLAIM: &str = r#"
+-- KEYS: ride, ex, idle, deadlines
+-- ARGV: ride_id, offer_id, expires_ms, max_attempts, radius, then (driver, distance, eta)...
+local r = KEYS[1]
+local s = redis.call('HMGET', r, 'state', 'offer', 'attempts')
+if s[1] ~= 'dispatching' or s[2] or tonumber(s[3]) >= tonumber(ARGV[4]) then
+  return {'not_wanted'}
+end
+local taken = {'taken'}
+for i = 6, #ARGV, 3 do
+  local d = ARGV[i]
+  if redis.call('SISMEMBER', KEYS[2], d) == 0 then
+    local dk = PREFIX .. 'drv:' .. d
+    local h = redis.call('HMGET', dk, 'offer', 'ride')
+    if h[1] or h[2] then
+      table.insert(taken, d)
+    else
+      local token = redis.call('HINCRBY', dk, 'token', 1)
+      redis.call('HSET', dk, 'offer', ARGV[2])
+      redis.call('HSET', PREFIX .. 'offer:' .. ARGV[2], 'ride', ARGV[1], 'driver', d,
+        'token', token, 'distance', ARGV[i + 1], 'eta', ARGV[i + 2], 'expires', ARGV[3])
+      redis.call('HSET', r, 'offer', ARGV[2], 'radius', ARGV[5])
+      redis.call('HINCRBY', r, 'attempts', 1)
+      redis.call('ZREM', KEYS[3], ARGV[1])
+      redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+      redis.call('PUBLISH', ENGAGED, 'offered|' .. d)
+      return {'offered', d, tostring(token), ARGV[i + 1], ARGV[i + 2]}
+    end
+  end
+end
+return taken
+"#;
+
+const LUA_CLOSE: &str = r#"
+-- KEYS: offer, deadlines, idle; ARGV: offer_id, driver ('' = any), timeout ('1'), now
+local o = redis.call('HMGET', KEYS[1], 'ride', 'driver', 'token', 'distance', 'eta', 'expires')
+if not o[1] then return {'gone'} end
+if ARGV[2] ~= '' and ARGV[2] ~= o[2] then return {'forbidden'} end
+if ARGV[3] == '1' and tonumber(o[6]) > tonumber(ARGV[4]) then return {'gone'} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+local dk = PREFIX .. 'drv:' .. o[2]
+if redis.call('HGET', dk, 'offer') == ARGV[1] then
+  redis.call('HDEL', dk, 'offer')
+  redis.call('PUBLISH', ENGAGED, 'available|' .. o[2])
+end
+local r = PREFIX .. 'ride:' .. o[1]
+redis.call('SADD', r .. ':ex', o[2])
+if redis.call('HGET', r, 'offer') == ARGV[1] then
+  redis.call('HDEL', r, 'offer')
+  if redis.call('HGET', r, 'state') == 'dispatching' then
+    redis.call('ZADD', KEYS[3], ARGV[4], o[1])
+  end
+end
+return {'closed', o[1], o[2], o[3], o[4], o[5], o[6]}
+"#;
+
+const LUA_ACCEPT: &str = r#"
+-- KEYS: offer, deadlines; ARGV: offer_id, driver, now
+local o = redis.call('HMGET', KEYS[1], 'ride', 'driver', 'token', 'eta', 'expires')
+if not o[1] then return {'gone'} end
+if o[2] ~= ARGV[2] then return {'forbidden'} end
+if tonumber(o[5]) <= tonumber(ARGV[3]) then return {'gone'} end
+local r = PREFIX .. 'ride:' .. o[1]
+local s = redis.call('HMGET', r, 'state', 'offer')
+if s[1] ~= 'dispatching' or s[2] ~= ARGV[1] then return {'gone'} end
+local dk = PREFIX .. 'drv:' .. o[2]
+local d = redis.call('HMGET', dk, 'token', 'offer', 'ride')
+if d[1] ~= o[3] or d[2] ~= ARGV[1] or d[3] then return {'unavailable'} end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', dk, 'offer')
+redis.call('HSET', dk, 'ride', o[1])
+redis.call('HDEL', r, 'offer')
+redis.call('HSET', r, 'state', 'accepted', 'driver', o[2], 'token', o[3], 'eta', o[4])
+redis.call('RPUSH', r .. ':tr', 'accepted|' .. ARGV[3] .. '|' .. o[2])
+redis.call('PUBLISH', ENGAGED, 'busy|' .. o[2])
+return {'accepted', o[1]}
+"#;
+
+const LUA_STEP: &str = r#"
+-- KEYS: ride, tr, deadlines, idle, due, open set, ex
+-- ARGV: ride_id, to, from (',a,b,'), driver ('' = any), by, now, terminal ('1'), retention_s
+local r = KEYS[1]
+local st = redis.call('HGET', r, 'state')
+if not st then return {'not_found'} end
+if ARGV[4] ~= '' then
+  local dk = PREFIX .. 'drv:' .. ARGV[4]
+  local d = redis.call('HMGET', dk, 'ride', 'token')
+  local mine = redis.call('HMGET', r, 'driver', 'token')
+  if mine[1] ~= ARGV[4] or d[1] ~= ARGV[1] or d[2] ~= mine[2] then return {'forbidden'} end
+end
+local off = redis.call('HGET', r, 'offer')
+if not string.find(ARGV[3], ',' .. st .. ',', 1, true) or (ARGV[2] == 'no_driver_found' and off) then
+  return {'state', st}
+end
+local out = {'ok'}
+if off then
+  local ok = PREFIX .. 'offer:' .. off
+  local o = redis.call('HMGET', ok, 'ride', 'driver', 'token', 'distance', 'eta', 'expires')
+  if o[1] then
+    redis.call('DEL', ok)
+    local dk = PREFIX .. 'drv:' .. o[2]
+    if redis.call('HGET', dk, 'offer') == off then
+      redis.call('HDEL', dk, 'offer')
+      redis.call('PUBLISH', ENGAGED, 'available|' .. o[2])
+    end
+    out = {'ok', off, o[1], o[2], o[3], o[4], o[5], o[6]}
+  end
+  redis.call('ZREM', KEYS[3], off)
+  redis.call('HDEL', r, 'offer')
+end
+redis.call('HSET', r, 'state', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[2] .. '|' .. ARGV[6] .. '|' .. ARGV[5])
+if ARGV[7] == '1' then
+  local d = redis.call('HGET', r, 'driver')
+  if d then
+    local dk = PREFIX .. 'drv:' .. d
+    if redis.call('HGET', dk, 'ride') == ARGV[1] then
+      redis.call('HDEL', dk, 'ride')
+      redis.call('PUBLISH', ENGAGED, 'available|' .. d)
+    end
+  end
+  local open = PREFIX .. 'open:' .. redis.call('HGET', r, 'rider')
+  if redis.call('GET', open) == ARGV[1] then redis.call('DEL', open) end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('SREM', KEYS[6], ARGV[1])
+  redis.call('EXPIRE', r, ARGV[8])
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
+  redis.call('EXPIRE', KEYS[7], ARGV[8])
+end
+return out
+"#;
+
+const LUA_TIP: &str = r#"
+-- KEYS: ride; ARGV: tip
+local s = redis.call('HMGET', KEYS[1], 'state', 'tip')
+if not s[1] then return {'not_found'} end
+if s[1] == 'cancelled' or s[1] == 'no_driver_found' then return {'state', s[1]} end
+if tonumber(ARGV[1]) < tonumber(s[2] or '0') then return {'lowered', s[2]} end
+redis.call('HSET', KEYS[1], 'tip', ARGV[1])
+return {'ok'}
+"#;
+
+const LUA_START_DUE: &str = r#"
+-- KEYS: due, idle; ARGV: now, limit
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  local r = PREFIX .. 'ride:' .. id
+  if redis.call('HGET', r, 'state') == 'requested' then
+    redis.call('HSET', r, 'state', 'dispatching', 'since', ARGV[1])
+    redis.call('RPUSH', r .. ':tr', 'dispatching|' .. ARGV[1] .. '|')
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    table.insert(out, id)
+  end
+end
+return out
+"#;
+
+const LUA_IDEM: &str = r#"
+-- KEYS: idem; ARGV: body, pending_ttl_s
+local v = redis.call('HMGET', KEYS[1], 'body', 'ride')
+if not v[1] then
+  redis.call('HSET', KEYS[1], 'body', ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+  return {'new'}
+end
+if v[1] ~= ARGV[1] then return {'reused'} end
+if not v[2] then return {'in_progress'} end
+return {'replay', v[2]}
+"#;
+
+fn script(body: &str) -> Script {
+    let prelude = format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n");
+    Script::new(&format!("{prelude}{body}"))
+}
+
+fn key(parts: &[&str]) -> String {
+    let mut k = String::from(P);
+    k.push_str(&parts.join(":"));
+    k
+}
+
+fn ride_keys(id: &str) -> [String; 3] {
+    let r = key(&["ride", id]);
+    let tr = format!("{r}:tr");
+    let ex = format!("{r}:ex");
+    [r, tr, ex]
+}
+
+fn state_of(s: &str) -> Option<RideState> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+}
+
+fn bad(what: &str) -> BookError {
+    BookError(format!("malformed dispatch state in Redis: {what}"))
+}
+
+/// An offer from a script's reply: ride, driver, token, distance, eta, expires.
+fn offer_from(id: &str, f: &[String]) -> Result<OfferRecord, BookError> {
+    let [ride, driver, token, distance, eta, expires] = f else {
+        return Err(bad("offer"));
+    };
+    Ok(OfferRecord {
+        id: id.to_owned(),
+        ride: ride.clone(),
+        driver: driver.clone(),
+        token: token.parse().map_err(|_| bad("offer token"))?,
+        distance_m: distance.parse().map_err(|_| bad("offer distance"))?,
+        eta_s: eta.parse().map_err(|_| bad("offer eta"))?,
+        expires_at_ms: expires.parse().map_err(|_| bad("offer expiry"))?,
+    })
+}
+
+/// Dispatch state in Redis; see the module documentation for the layout.
+pub struct RedisBook {
+    pool: Pool,
+    create: Script,
+    read: Script,
+    claim: Script,
+    close: Script,
+    accept: Script,
+    step: Script,
+    tip: Script,
+    start_due: Script,
+    idem: Script,
+}
+
+impl RedisBook {
+    pub fn new(pool: Pool) -> Self {
+        RedisBook {
+            pool,
+            create: script(LUA_CREATE),
+            read: script(LUA_READ),
+            claim: script(LUA_CLAIM),
+            close: script(LUA_CLOSE),
+            accept: script(LUA_ACCEPT),
+            step: script(LUA_STEP),
+            tip: script(LUA_TIP),
+            start_due: script(LUA_START_DUE),
+            idem: script(LUA_IDEM),
+        }
+    }
+
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, BookError>
+    where
+        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        tokio::time::timeout(CALL_TIMEOUT, async {
+            let conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| BookError(e.to_string()))?;
+            f(conn).await.map_err(|e| BookError(e.to_string()))
+        })
+        .await
+        .unwrap_or_else(|_| Err(BookError(format!("no answer within {CALL_TIMEOUT:?}"))))
+    }
+
+    async fn run(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<Vec<String>, BookError> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        self.call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await
+    }
+
+    pub(crate) async fn idem_begin(
+        &self,
+        rider: &str,
+        key_: &str,
+        body: &str,
+        _ttl_s: u64,
+    ) -> Result<IdemBegin, BookError> {
+        let reply = self
+            .run(
+                &self.idem,
+                &[key(&["idem", rider, key_])],
+                &[body.to_owned(), PENDING_TTL_S.to_string()],
+            )
+            .await?;
+        Ok(match reply.first().map(String::as_str) {
+            Some("new") => IdemBegin::New,
+            Some("reused") => IdemBegin::Reused,
+            Some("in_progress") => IdemBegin::InProgress,
+            Some("replay") => {
+                IdemBegin::Replay(reply.get(1).cloned().ok_or_else(|| bad("idempotency"))?)
+            }
+            _ => return Err(bad("idempotency reply")),
+        })
+    }
+
+    pub(crate) async fn idem_finish(
+        &self,
+        rider: &str,
+        key_: &str,
+        ride: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), BookError> {
+        let k = key(&["idem", rider, key_]);
+        let ride = ride.map(str::to_owned);
+        self.call(|mut c| async move {
+            let mut pipe = redis::pipe();
+            match ride {
+                Some(ride) => pipe
+                    .hset(&k, "ride", ride)
+                    .ignore()
+                    .expire(&k, ttl_s as i64)
+                    .ignore(),
+                None => pipe.del(&k).ignore(),
+            };
+            pipe.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
+    pub(crate) async fn create(
+        &self,
+        ride: &RideDoc,
+        dispatch_at: i64,
+    ) -> Result<Result<(), String>, BookError> {
+        let [r, tr, _] = ride_keys(&ride.base.id);
+        let base = serde_json::to_string(&ride.base).map_err(|e| BookError(e.to_string()))?;
+        let reply = self
+            .run(
+                &self.create,
+                &[
+                    r,
+                    tr,
+                    key(&["open", &ride.base.rider]),
+                    key(&["idle"]),
+                    key(&["due"]),
+                    key(&["open"]),
+                ],
+                &[
+                    ride.base.id.clone(),
+                    base,
+                    ride.base.rider.clone(),
+                    ride.since_ms.to_string(),
+                    ride.state.name().to_owned(),
+                    dispatch_at.to_string(),
+                    ride.tip_minor.to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Ok(())),
+            Some("open") => Ok(Err(reply.get(1).cloned().unwrap_or_default())),
+            _ => Err(bad("create reply")),
+        }
+    }
+
+    pub(crate) async fn ride(&self, id: &str) -> Result<Option<RideDoc>, BookError> {
+        let keys = ride_keys(id);
+        let mut inv = self.read.prepare_invoke();
+        for k in &keys {
+            inv.key(k);
+        }
+        let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) = self
+            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut base = None;
+        let mut doc_state = None;
+        let (mut offer, mut driver, mut token, mut eta) = (None, None, None, None);
+        let (mut attempts, mut radius, mut since, mut tip) = (0, 0, 0, 0);
+        for pair in fields.chunks_exact(2) {
+            let v = &pair[1];
+            match pair[0].as_str() {
+                "base" => {
+                    base = Some(serde_json::from_str::<RideBase>(v).map_err(|_| bad("ride base"))?)
+                }
+                "state" => doc_state = state_of(v),
+                "offer" => offer = Some(v.clone()),
+                "driver" => driver = Some(v.clone()),
+                "token" => token = v.parse().ok(),
+                "eta" => eta = v.parse().ok(),
+                "attempts" => attempts = v.parse().unwrap_or(0),
+                "radius" => radius = v.parse().unwrap_or(0),
+                "since" => since = v.parse().unwrap_or(0),
+                "tip" => tip = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let transitions = transitions
+            .iter()
+            .map(|t| {
+                let mut it = t.splitn(3, '|');
+                let state = it
+                    .next()
+                    .and_then(state_of)
+                    .ok_or_else(|| bad("transition"))?;
+                let at_ms = it
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| bad("transition time"))?;
+                let by = it.next().filter(|b| !b.is_empty()).map(str::to_owned);
+                Ok(Transition { state, at_ms, by })
+            })
+            .collect::<Result<Vec<_>, BookError>>()?;
+        Ok(Some(RideDoc {
+            base: base.ok_or_else(|| bad("ride without base"))?,
+            state: doc_state.ok_or_else(|| bad("ride state"))?,
+            transitions,
+            driver,
+            token,
+            pickup_eta_s: eta,
+            offer,
+            attempts,
+            radius,
+            since_ms: since,
+            tip_minor: tip,
+            excluded: excluded.into_iter().collect::<HashSet<_>>(),
+        }))
+    }
+
+    pub(crate) async fn claim(
+        &self,
+        ride: &str,
+        radius: usize,
+        candidates: &[Candidate],
+        max_attempts: u32,
+        (offer_id, expires_at_ms): (&str, i64),
+    ) -> Result<Claim, BookError> {
+        let [r, _, ex] = ride_keys(ride);
+        let mut args = vec![
+            ride.to_owned(),
+            offer_id.to_owned(),
+            expires_at_ms.to_string(),
+            max_attempts.to_string(),
+            radius.to_string(),
+        ];
+        for c in candidates {
+            args.push(c.driver.clone());
+            args.push(format!("{:.1}", c.distance_m));
+            args.push(c.eta_s.to_string());
+        }
+        let reply = self
+            .run(
+                &self.claim,
+                &[r, ex, key(&["idle"]), key(&["deadlines"])],
+                &args,
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("offered") => {
+                let [_, driver, token, distance, eta] = &reply[..] else {
+                    return Err(bad("claim reply"));
+                };
+                Ok(Claim::Offered(OfferRecord {
+                    id: offer_id.to_owned(),
+                    ride: ride.to_owned(),
+                    driver: driver.clone(),
+                    token: token.parse().map_err(|_| bad("token"))?,
+                    distance_m: distance.parse().map_err(|_| bad("distance"))?,
+                    eta_s: eta.parse().map_err(|_| bad("eta"))?,
+                    expires_at_ms,
+                }))
+            }
+            Some("not_wanted") => Ok(Claim::NotWanted),
+            Some("taken") => Ok(Claim::AllTaken(reply[1..].to_vec())),
+            _ => Err(bad("claim reply")),
+        }
+    }
+
+    pub(crate) async fn close_offer(
+        &self,
+        offer: &str,
+        driver: Option<&str>,
+        how: OfferEnd,
+        now: i64,
+    ) -> Result<Result<OfferRecord, DispatchError>, BookError> {
+        let reply = self
+            .run(
+                &self.close,
+                &[key(&["offer", offer]), key(&["deadlines"]), key(&["idle"])],
+                &[
+                    offer.to_owned(),
+                    driver.unwrap_or("").to_owned(),
+                    if how == OfferEnd::TimedOut { "1" } else { "0" }.to_owned(),
+                    now.to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("closed") => Ok(Ok(offer_from(offer, &reply[1..])?)),
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("gone") => Ok(Err(DispatchError::OfferGone)),
+            _ => Err(bad("close reply")),
+        }
+    }
+
+    pub(crate) async fn accept(
+        &self,
+        offer: &str,
+        driver: &str,
+        now: i64,
+    ) -> Result<Result<RideDoc, DispatchError>, BookError> {
+        let reply = self
+            .run(
+                &self.accept,
+                &[key(&["offer", offer]), key(&["deadlines"])],
+                &[offer.to_owned(), driver.to_owned(), now.to_string()],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("accepted") => {
+                let ride = reply.get(1).ok_or_else(|| bad("accept reply"))?;
+                match self.ride(ride).await? {
+                    Some(doc) => Ok(Ok(doc)),
+                    None => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
+                }
+            }
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("gone") => Ok(Err(DispatchError::OfferGone)),
+            Some("unavailable") => Ok(Err(DispatchError::DriverUnavailable)),
+            _ => Err(bad("accept reply")),
+        }
+    }
+
+    pub(crate) async fn step(
+        &self,
+        ride: &str,
+        step: Step<'_>,
+        now: i64,
+    ) -> Result<Result<Stepped, DispatchError>, BookError> {
+        let [r, tr, ex] = ride_keys(ride);
+        let from: String = step.from.iter().fold(",".to_owned(), |mut s, f| {
+            s.push_str(f.name());
+            s.push(',');
+            s
+        });
+        let reply = self
+            .run(
+                &self.step,
+                &[
+                    r,
+                    tr,
+                    key(&["deadlines"]),
+                    key(&["idle"]),
+                    key(&["due"]),
+                    key(&["open"]),
+                    ex,
+                ],
+                &[
+                    ride.to_owned(),
+                    step.to.name().to_owned(),
+                    from,
+                    step.driver.unwrap_or("").to_owned(),
+                    step.by.unwrap_or("").to_owned(),
+                    now.to_string(),
+                    if step.to.is_terminal() { "1" } else { "0" }.to_owned(),
+                    RETENTION_S.to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                let withdrawn = match reply.get(1) {
+                    Some(offer) => Some(offer_from(offer, &reply[2..])?),
+                    None => None,
+                };
+                match self.ride(ride).await? {
+                    Some(ride) => Ok(Ok(Stepped { ride, withdrawn })),
+                    None => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
+                }
+            }
+            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("state") => {
+                let st = reply
+                    .get(1)
+                    .and_then(|s| state_of(s))
+                    .ok_or_else(|| bad("state"))?;
+                Ok(Err(DispatchError::WrongState(st.name(), step.to.name())))
+            }
+            _ => Err(bad("step reply")),
+        }
+    }
+
+    pub(crate) async fn set_tip(
+        &self,
+        ride: &str,
+        tip_minor: u64,
+    ) -> Result<Result<RideDoc, DispatchError>, BookError> {
+        let [r, _, _] = ride_keys(ride);
+        let reply = self.run(&self.tip, &[r], &[tip_minor.to_string()]).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => match self.ride(ride).await? {
+                Some(doc) => Ok(Ok(doc)),
+                None => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
+            },
+            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
+            Some("state") => {
+                let st = reply
+                    .get(1)
+                    .and_then(|s| state_of(s))
+                    .ok_or_else(|| bad("state"))?;
+                Ok(Err(DispatchError::WrongState(st.name(), "not cancelled")))
+            }
+            Some("lowered") => Ok(Err(DispatchError::TipLowered(
+                reply.get(1).and_then(|t| t.parse().ok()).unwrap_or(0),
+            ))),
+            _ => Err(bad("tip reply")),
+        }
+    }
+
+    pub(crate) async fn offer(&self, offer: &str) -> Result<Option<OfferRecord>, BookError> {
+        let k = key(&["offer", offer]);
+        let fields: Vec<Option<String>> = self
+            .call(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg(&["ride", "driver", "token", "distance", "eta", "expires"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if fields.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let fields: Vec<String> = fields.into_iter().flatten().collect();
+        offer_from(offer, &fields).map(Some)
+    }
+
+    pub(crate) async fn offer_of_driver(
+        &self,
+        driver: &str,
+    ) -> Result<Option<OfferRecord>, BookError> {
+        let k = geomatch_common::redis_keys::dispatch_driver(driver);
+        let offer: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("HGET")
+                    .arg(&k)
+                    .arg("offer")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        match offer {
+            Some(o) => self.offer(&o).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn expired_offers(&self, now: i64) -> Result<Vec<String>, BookError> {
+        let k = key(&["deadlines"]);
+        self.call(|mut c| async move {
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(&k)
+                .arg("-inf")
+                .arg(now)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(1000)
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub(crate) async fn start_due(&self, now: i64) -> Result<Vec<String>, BookError> {
+        self.run(
+            &self.start_due,
+            &[key(&["due"]), key(&["idle"])],
+            &[now.to_string(), "1000".to_owned()],
+        )
+        .await
+    }
+
+    pub(crate) async fn idle(&self) -> Result<Vec<(String, i64)>, BookError> {
+        let k = key(&["idle"]);
+        let flat: Vec<(String, f64)> = self
+            .call(|mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(9999)
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(flat.into_iter().map(|(id, at)| (id, at as i64)).collect())
+    }
+
+    pub(crate) async fn open_count(&self) -> Result<u64, BookError> {
+        let k = key(&["open"]);
+        self.call(|mut c| async move { redis::cmd("SCARD").arg(&k).query_async(&mut c).await })
+            .await
+    }
+
+    /// Takes a lock on a batch window: only one replica assigns each batch.
+    pub(crate) async fn batch_turn(&self, window_ms: u64) -> Result<bool, BookError> {
+        let k = key(&["batch"]);
+        let won: Option<String> = self
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(window_ms.max(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(won.is_some())
+    }
+}
+
+/// Publishes offers on [`OFFERS`], for whichever process holds the driver's WebSocket.
+pub struct RedisNotifier {
+    pool: Pool,
+}
+
+impl RedisNotifier {
+    pub fn new(pool: Pool) -> Self {
+        RedisNotifier { pool }
+    }
+}
+
+/// An offer on its way to a driver's WebSocket through [`OFFERS`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OfferEvent {
+    pub driver_id: String,
+    pub offer: crate::ride::OfferView,
+}
+
+impl crate::dispatch::Notifier for RedisNotifier {
+    fn offer(&self, driver_id: &str, offer: &crate::ride::OfferView) {
+        let event = OfferEvent {
+            driver_id: driver_id.to_owned(),
+            offer: offer.clone(),
+        };
+        let Ok(payload) = serde_json::to_string(&event) else {
+            return;
+        };
+        let pool = self.pool.clone();
+        // Best effort: a driver without the push still finds the offer by polling.
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(CALL_TIMEOUT, async {
+                let mut c = pool.get().await.map_err(|e| e.to_string())?;
+                redis::cmd("PUBLISH")
+                    .arg(OFFERS)
+                    .arg(payload)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(_))) {
+                tracing::warn!("could not publish an offer; the driver can still poll it");
+            }
+        });
+    }
+}
+
+/// Follows dispatch's pub/sub channels until the process stops, reconnecting after
+/// failures: engagement of drivers (other replicas' offers and rides) into `dispatcher`'s
+/// search hints, and offers to the drivers connected to this process through `deliver`.
+pub async fn follow_events(
+    url: String,
+    dispatcher: Option<std::sync::Arc<crate::Dispatcher>>,
+    deliver: Option<std::sync::Arc<dyn crate::dispatch::Notifier>>,
+) {
+    use futures_util::StreamExt;
+    loop {
+        let result: redis::RedisResult<()> = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&[ENGAGED, OFFERS]).await?;
+            // Announcements made while disconnected are lost: start from the index.
+            if let Some(d) = &dispatcher {
+                d.forget_engagements();
+            }
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let payload: String = msg.get_payload()?;
+                match msg.get_channel_name() {
+                    ENGAGED => {
+                        if let (Some(d), Some((what, driver))) =
+                            (&dispatcher, payload.split_once('|'))
+                        {
+                            d.engaged_elsewhere(driver, what != "available");
+                        }
+                    }
+                    OFFERS => {
+                        if let (Some(n), Ok(e)) =
+                            (&deliver, serde_json::from_str::<OfferEvent>(&payload))
+                        {
+                            n.offer(&e.driver_id, &e.offer);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "dispatch events: connection lost; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
