@@ -3,6 +3,8 @@
 //!
 //! Logs are off unless `TEST_LOG` is set (`TEST_LOG=debug cargo test -p geomatch-e2e`).
 
+pub mod swarm;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -351,4 +353,68 @@ impl TestApp {
     pub async fn get_heatmap(&self, token: &str, query: &str) -> Response {
         self.get_as(token, &format!("/v1/heatmap?{query}")).await
     }
+}
+
+/// A geomatch server running as its own OS process (a replica, as deployed), killed when
+/// dropped.
+pub struct ServerProcess {
+    child: Child,
+    pub app: TestApp,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary serve --service <service>` in Redis mode on `redis` and waits until it
+/// is ready. `env` adds `GEOMATCH__…` settings.
+pub async fn spawn_process(
+    binary: &std::path::Path,
+    redis: &std::sync::Arc<RedisServer>,
+    service: &str,
+    env: &[(&str, &str)],
+) -> ServerProcess {
+    // A free port: bind, read it, release it for the server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut cmd = Command::new(binary);
+    cmd.args(["serve", "--service", service])
+        .env("GEOMATCH__MODE", "redis")
+        .env("GEOMATCH__REDIS__URL", &redis.url)
+        .env("GEOMATCH__SERVER__HOST", "127.0.0.1")
+        .env("GEOMATCH__SERVER__PORT", port.to_string())
+        .env("GEOMATCH__SERVER__WORKERS", "1")
+        .env("GEOMATCH__AUTH__JWT_SECRET", TEST_JWT_SECRET)
+        .env("GEOMATCH__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().expect("the geomatch binary starts");
+    let app = TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        redis: Some(redis.clone()),
+        auth: Authenticator::new(&test_settings().auth),
+    };
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = app.client.get(app.url("/health/ready")).send().await {
+            if r.status() == 200 {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server process did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ServerProcess { child, app }
 }

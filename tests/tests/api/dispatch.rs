@@ -1,12 +1,12 @@
 //! Ride dispatch over real HTTP, embedded and in Redis mode: the offer cycle, idempotency, trip steps
 //! and the invariants under a concurrent swarm, checked on the recorded history.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use geomatch_common::auth::Role;
 use geomatch_common::Mode;
-use geomatch_e2e::{spawn_in, TestApp};
+use geomatch_e2e::{spawn_in, swarm, TestApp};
 use serde_json::{json, Value};
 
 /// One test body run twice: embedded, and in Redis mode against the harness's own
@@ -580,135 +580,17 @@ both_modes! {
 }
 }
 
-/// A swarm of riders and drivers at once; every response is recorded, then the invariants
-/// are checked on the history and on the final state.
+// A swarm of riders and drivers at once; every response is recorded, then the invariants
+// are checked on the history and on the final state.
 both_modes! {
     async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_and_no_ride_is_lost(mode: Mode) {
     let app = app_with(mode, 2).await;
-    let drivers: Vec<String> = (0..15).map(|i| format!("d{i}")).collect();
-    for (i, d) in drivers.iter().enumerate() {
-        online(&app, d, 37.5 + (i as f64) * 0.0004, 127.0, "standard").await;
+    for i in 0..15 {
+        swarm::online(&app, &format!("d{i}"), 37.5 + (i as f64) * 0.0004, 127.0).await;
     }
-    let app = std::sync::Arc::new(app);
-    let mut tasks = Vec::new();
-    // Riders: each asks for a ride.
-    for r in 0..30 {
-        let app = app.clone();
-        tasks.push(tokio::spawn(async move {
-            let rider = app.token(&format!("u{r}"), Role::Rider);
-            let res = app
-                .post_ride(
-                    &rider,
-                    &format!("k{r}"),
-                    &ride_body(37.5 + (r % 5) as f64 * 0.001, 127.0),
-                )
-                .await;
-            let b = body(res).await;
-            vec![(
-                "ride".to_owned(),
-                b["ride_id"].as_str().unwrap_or("").to_owned(),
-                String::new(),
-            )]
-        }));
-    }
-    // Drivers: poll for offers, accept most, decline some, complete accepted rides.
-    for (i, d) in drivers.iter().enumerate() {
-        let (app, d) = (app.clone(), d.clone());
-        tasks.push(tokio::spawn(async move {
-            let t = app.driver(&d);
-            let mut history = Vec::new();
-            for round in 0..40 {
-                if let Some(o) = offer_of(&app, &d).await {
-                    let offer = o["offer_id"].as_str().unwrap().to_owned();
-                    let verb = if (i + round) % 4 == 0 {
-                        "decline"
-                    } else {
-                        "accept"
-                    };
-                    let r = app
-                        .post_as(&t, &format!("/v1/offers/{offer}/{verb}"), None)
-                        .await;
-                    let status = r.status().as_u16();
-                    if verb == "accept" && status == 200 {
-                        let ride = body(r).await["ride_id"].as_str().unwrap().to_owned();
-                        history.push(("accepted".to_owned(), ride.clone(), d.clone()));
-                        for step in ["arrived", "start", "complete"] {
-                            assert_eq!(
-                                app.post_as(&t, &format!("/v1/rides/{ride}/{step}"), None)
-                                    .await
-                                    .status(),
-                                200
-                            );
-                        }
-                        history.push(("completed".to_owned(), ride, d.clone()));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            history
-        }));
-    }
-    let mut created = HashSet::new();
-    let mut accepted_by: HashMap<String, Vec<String>> = HashMap::new();
-    let mut driver_timeline: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for t in tasks {
-        for (what, ride, driver) in t.await.unwrap() {
-            match what.as_str() {
-                "ride" => {
-                    assert!(!ride.is_empty(), "every rider got a ride");
-                    created.insert(ride);
-                }
-                _ => {
-                    if what == "accepted" {
-                        accepted_by
-                            .entry(ride.clone())
-                            .or_default()
-                            .push(driver.clone());
-                    }
-                    driver_timeline
-                        .entry(driver)
-                        .or_default()
-                        .push((what, ride));
-                }
-            }
-        }
-    }
-    assert_eq!(created.len(), 30);
-    assert!(
-        accepted_by.len() >= 10,
-        "the swarm exercised dispatch: {} rides accepted",
-        accepted_by.len()
-    );
-    // A ride never has two drivers.
-    for (ride, ds) in &accepted_by {
-        assert_eq!(ds.len(), 1, "ride {ride} accepted by {ds:?}");
-    }
-    // A driver never has two active rides: in its own timeline every accept is completed
-    // before the next accept.
-    for (d, events) in &driver_timeline {
-        for pair in events.chunks(2) {
-            assert_eq!(pair[0].0, "accepted", "{d}: {events:?}");
-            assert_eq!(
-                (pair[1].0.as_str(), &pair[1].1),
-                ("completed", &pair[0].1),
-                "{d}: {events:?}"
-            );
-        }
-    }
-    // No ride is lost: each is terminal, or visibly dispatching.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let ops = app.token("ops", Role::Service);
-    for ride in &created {
-        let v = body(app.get_as(&ops, &format!("/v1/rides/{ride}")).await).await;
-        let state = v["state"].as_str().unwrap();
-        assert!(
-            ["completed", "no_driver_found", "dispatching"].contains(&state),
-            "{ride}: {v}"
-        );
-        if state == "completed" {
-            assert_eq!(accepted_by.get(ride).map(Vec::len), Some(1));
-        }
-    }
+    let apps = [std::sync::Arc::new(app)];
+    let history = swarm::run(&apps, 15, 30, 40).await;
+    history.check(&apps[0], 30, Duration::from_millis(2500)).await;
 }
 }
 
