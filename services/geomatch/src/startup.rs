@@ -77,6 +77,14 @@ impl Services {
                 schemas.extend(s);
             }
         }
+        if self.includes_matching() {
+            if let serde_json::Value::Object(p) = matching::openapi::paths() {
+                paths.extend(p);
+            }
+            if let serde_json::Value::Object(s) = matching::openapi::schemas() {
+                schemas.extend(s);
+            }
+        }
         if self.includes_eta_pricing() {
             if let serde_json::Value::Object(p) = eta_pricing::openapi::paths() {
                 paths.extend(p);

@@ -17,6 +17,7 @@ use geomatch_common::ServiceInfo;
 pub mod book;
 pub mod dispatch;
 pub mod metrics;
+pub mod openapi;
 pub mod redis_book;
 pub mod ride;
 pub mod routes;

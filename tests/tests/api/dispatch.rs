@@ -753,3 +753,90 @@ both_modes! {
     assert_eq!(r.status(), 201);
 }
 }
+
+both_modes! {
+    async fn a_riders_tip_shows_in_the_drivers_offer_with_the_fare_and_can_only_go_up(mode: Mode) {
+    let app = app_with(mode, 15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let mut req = ride_body(37.5, 127.0);
+    req["tip_minor"] = json!(300);
+    let r = app.post_ride(&rider, "k", &req).await;
+    assert_eq!(r.status(), 201);
+    let ride = body(r).await;
+    let id = ride["ride_id"].as_str().unwrap();
+    let fare = ride["fare"]["total_minor"].as_u64().expect("the ride is priced");
+    assert!(fare > 0);
+    assert_eq!(ride["tip_minor"], 300);
+    let o = offer_of(&app, "a").await.expect("an offer");
+    assert_eq!(o["fare"]["total_minor"].as_u64(), Some(fare));
+    assert_eq!(o["tip_minor"], 300);
+    assert_eq!(o["total_minor"].as_u64(), Some(fare + 300));
+    // Raised: the current offer shows it.
+    let r = app
+        .post_as(&rider, &format!("/v1/rides/{id}/tip"), Some(&json!({"tip_minor": 500})))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["tip_minor"], 500);
+    let o = offer_of(&app, "a").await.expect("an offer");
+    assert_eq!(o["total_minor"].as_u64(), Some(fare + 500));
+    // Never lowered, never above the limit, only by the ride's rider.
+    assert_problem(
+        app.post_as(&rider, &format!("/v1/rides/{id}/tip"), Some(&json!({"tip_minor": 100})))
+            .await,
+        422,
+        "tip_lowered",
+    )
+    .await;
+    assert_problem(
+        app.post_as(&rider, &format!("/v1/rides/{id}/tip"), Some(&json!({"tip_minor": 50_001})))
+            .await,
+        422,
+        "tip_too_large",
+    )
+    .await;
+    assert_problem(
+        app.post_as(
+            &app.token("u2", Role::Rider),
+            &format!("/v1/rides/{id}/tip"),
+            Some(&json!({"tip_minor": 900})),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let mut too_big = ride_body(37.6, 127.0);
+    too_big["tip_minor"] = json!(50_001);
+    assert_problem(
+        app.post_ride(&app.token("u3", Role::Rider), "k3", &too_big).await,
+        422,
+        "tip_too_large",
+    )
+    .await;
+}
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_ride_route() {
+    let app = app_with(Mode::Embedded, 15).await;
+    let doc = body(app.get_openapi().await).await;
+    for (path, method) in [
+        ("/v1/drivers/nearby", "get"),
+        ("/v1/rides", "post"),
+        ("/v1/rides/{ride_id}", "get"),
+        ("/v1/rides/{ride_id}/cancel", "post"),
+        ("/v1/rides/{ride_id}/tip", "post"),
+        ("/v1/rides/{ride_id}/arrived", "post"),
+        ("/v1/rides/{ride_id}/start", "post"),
+        ("/v1/rides/{ride_id}/complete", "post"),
+        ("/v1/drivers/{driver_id}/offer", "get"),
+        ("/v1/offers/{offer_id}/accept", "post"),
+        ("/v1/offers/{offer_id}/decline", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    for schema in ["RideRequest", "Ride", "Offer", "NearbyDrivers"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
