@@ -108,6 +108,7 @@ impl RideDoc {
             scheduled_at: req.scheduled_at,
             fare: self.base.fare.clone(),
             tip_minor: self.tip_minor,
+            offer_id: self.offer.clone(),
             attempts: self.attempts,
             transitions: self.transitions.clone(),
         }

@@ -100,6 +100,10 @@ pub struct RideView {
     pub fare: Option<Fare>,
     /// The rider's tip, minor units of the fare's currency.
     pub tip_minor: u64,
+    /// The outstanding offer, shown to service and admin callers only (operators, and
+    /// drivers' backends acting for them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offer_id: Option<String>,
     /// Offers made so far.
     pub attempts: u32,
     pub transitions: Vec<Transition>,

@@ -31,7 +31,15 @@ pub async fn post_ride(
     if created.replayed {
         response.insert_header(("Idempotent-Replayed", "true"));
     }
-    Ok(response.json(created.ride))
+    Ok(response.json(for_caller(&who, created.ride)))
+}
+
+/// A ride as `who` may see it: the outstanding offer only for service and admin callers.
+fn for_caller(who: &Principal, mut ride: RideView) -> RideView {
+    if !who.role.is_privileged() {
+        ride.offer_id = None;
+    }
+    ride
 }
 
 fn may_see(who: &Principal, ride: &RideView) -> Result<(), DispatchError> {
@@ -52,7 +60,7 @@ pub async fn get_ride(
 ) -> Result<HttpResponse, ApiError> {
     let ride = d.ride(&path).await?;
     may_see(&who, &ride)?;
-    Ok(HttpResponse::Ok().json(ride))
+    Ok(HttpResponse::Ok().json(for_caller(&who, ride)))
 }
 
 /// `POST /v1/rides/{ride_id}/cancel`: the rider, the assigned driver, service or admin.
@@ -64,7 +72,7 @@ pub async fn cancel(
     let ride = d.ride(&path).await?;
     may_see(&who, &ride)?;
     let by = format!("{}:{}", role_name(who.role), who.subject);
-    Ok(HttpResponse::Ok().json(d.cancel(&path, &by).await?))
+    Ok(HttpResponse::Ok().json(for_caller(&who, d.cancel(&path, &by).await?)))
 }
 
 /// `POST /v1/rides/{ride_id}/tip` body.
@@ -87,7 +95,7 @@ pub async fn tip(
     if ride.rider_id != who.subject {
         return Err(DispatchError::Forbidden.into());
     }
-    Ok(HttpResponse::Ok().json(d.tip(&path, body.tip_minor).await?))
+    Ok(HttpResponse::Ok().json(for_caller(&who, d.tip(&path, body.tip_minor).await?)))
 }
 
 fn role_name(r: Role) -> &'static str {
@@ -126,7 +134,7 @@ pub async fn accept(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let driver = offer_actor(&d, &who, &path).await?;
-    Ok(HttpResponse::Ok().json(d.accept(&path, &driver).await?))
+    Ok(HttpResponse::Ok().json(for_caller(&who, d.accept(&path, &driver).await?)))
 }
 
 /// `POST /v1/offers/{offer_id}/decline`
@@ -151,7 +159,7 @@ async fn step(
         r if r.is_privileged() => None,
         _ => return Err(DispatchError::Forbidden.into()),
     };
-    Ok(HttpResponse::Ok().json(d.progress(ride_id, driver, to).await?))
+    Ok(HttpResponse::Ok().json(for_caller(&who, d.progress(ride_id, driver, to).await?)))
 }
 
 /// `POST /v1/rides/{ride_id}/arrived`

@@ -840,3 +840,26 @@ async fn the_openapi_document_describes_every_ride_route() {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
 }
+
+both_modes! {
+    async fn operators_see_a_rides_outstanding_offer_and_riders_do_not(mode: Mode) {
+    let app = app_with(mode, 15).await;
+    online(&app, "a", 37.5001, 127.0, "standard").await;
+    let rider = app.token("u1", Role::Rider);
+    let ride = body(app.post_ride(&rider, "k", &ride_body(37.5, 127.0)).await).await;
+    assert!(ride.get("offer_id").is_none(), "{ride}");
+    let id = ride["ride_id"].as_str().unwrap();
+    let offer = offer_of(&app, "a").await.expect("an offer");
+    let seen = body(app.get_as(&rider, &format!("/v1/rides/{id}")).await).await;
+    assert!(seen.get("offer_id").is_none(), "{seen}");
+    let ops = app.token("ops", Role::Service);
+    let seen = body(app.get_as(&ops, &format!("/v1/rides/{id}")).await).await;
+    assert_eq!(seen["offer_id"], offer["offer_id"]);
+    // An operator (or a driver backend) accepts for the offer's driver.
+    let r = app
+        .post_as(&ops, &format!("/v1/offers/{}/accept", offer["offer_id"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["driver_id"], "a");
+}
+}
