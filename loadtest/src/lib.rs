@@ -19,7 +19,10 @@
 //!   keep-alive connection.
 //! - [`ws`]: `ws`, one WebSocket per driver (tokio-tungstenite), frame → ack latency.
 //! - [`geoadd`]: pipelined `GEOADD` into Redis over a minimal RESP client.
+//! - [`city`]: the matching benchmark: a moving fleet, riders at a constant rate, agents
+//!   answering offers; request → first offer, match rate, pickup ETA, invariants.
 
+pub mod city;
 pub mod fleet;
 pub mod geoadd;
 pub mod http;

@@ -1,4 +1,4 @@
-//! `geomatch-loadtest <put|batch|ws|geoadd> [OPTIONS]`; see the library for the method.
+//! `geomatch-loadtest <put|batch|ws|geoadd|city> [OPTIONS]`; see the library for the method.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use geomatch_loadtest::fleet::Fleet;
 use geomatch_loadtest::http::{self, HttpRun, Workload};
 use geomatch_loadtest::record::{thousands, Figures};
 use geomatch_loadtest::target::{HttpTarget, RedisTarget};
-use geomatch_loadtest::{geoadd, ws};
+use geomatch_loadtest::{city, geoadd, ws};
 
 /// Open-loop load generator for geomatch location-ingest (loopback targets only).
 #[derive(Debug, Parser)]
@@ -38,6 +38,52 @@ enum Command {
     Ws(WsArgs),
     /// The Redis GEO peer: pipelined GEOADD of the same moving drivers.
     Geoadd(GeoaddArgs),
+    /// The matching benchmark: a moving fleet and riders at a constant rate, with agents
+    /// answering offers (accept after a delay, decline sometimes) and finishing trips.
+    City(CityArgs),
+}
+
+#[derive(Debug, Args)]
+struct CityArgs {
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Replicas to spread ride traffic over (comma-separated http://HOST:PORT); default
+    /// the global --target.
+    #[arg(long, value_delimiter = ',')]
+    targets: Vec<String>,
+    #[arg(long, default_value_t = 100_000)]
+    drivers: u32,
+    /// Location updates per second of the moving fleet (batches of 200).
+    #[arg(long, default_value_t = 25_000.0)]
+    updates_per_s: f64,
+    #[arg(long, default_value_t = 1_000.0)]
+    rides_per_s: f64,
+    /// Seconds of ride requests.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
+    /// Seconds agents may keep going after the last request.
+    #[arg(long, default_value_t = 30.0)]
+    drain: f64,
+    /// An offer is answered after a delay uniform in [min, max] ms.
+    #[arg(long, default_value_t = 300)]
+    answer_ms_min: u64,
+    #[arg(long, default_value_t = 2_000)]
+    answer_ms_max: u64,
+    /// Offers declined, per mille.
+    #[arg(long, default_value_t = 100)]
+    decline_per_mille: u64,
+    /// Trip (arrived → complete) length, uniform in [min, max] ms.
+    #[arg(long, default_value_t = 2_000)]
+    trip_ms_min: u64,
+    #[arg(long, default_value_t = 6_000)]
+    trip_ms_max: u64,
+    #[arg(long, default_value_t = 2026)]
+    seed: u64,
+    #[arg(long, default_value = "drv-")]
+    id_prefix: String,
+    /// Label of the printed figures.
+    #[arg(long, default_value = "city")]
+    name: String,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +313,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     connect_concurrency: a.connect_concurrency,
                 },
                 Arc::new(a.auth.authenticator()),
+            )
+            .await?;
+            Ok(())
+        }
+        Command::City(a) => {
+            if a.drivers == 0 || a.rides_per_s <= 0.0 || a.duration <= 0.0 || a.updates_per_s <= 0.0
+            {
+                bail!("--drivers, --rides-per-s, --updates-per-s and --duration must be positive");
+            }
+            if a.answer_ms_min > a.answer_ms_max
+                || a.trip_ms_min > a.trip_ms_max
+                || a.decline_per_mille > 1000
+            {
+                bail!("ranges must be min ≤ max and --decline-per-mille at most 1000");
+            }
+            let urls = if a.targets.is_empty() {
+                vec![cli.target.clone()]
+            } else {
+                a.targets.clone()
+            };
+            let targets = urls
+                .iter()
+                .map(|u| HttpTarget::parse(u))
+                .collect::<Result<Vec<_>, _>>()?;
+            city::run(
+                city::CityRun {
+                    name: a.name,
+                    targets,
+                    fleet: Arc::new(Fleet::new(a.drivers, a.seed, &a.id_prefix)),
+                    updates_per_s: a.updates_per_s,
+                    rides_per_s: a.rides_per_s,
+                    duration_s: a.duration,
+                    drain_s: a.drain,
+                    answer_ms: (a.answer_ms_min, a.answer_ms_max),
+                    decline_per_mille: a.decline_per_mille,
+                    trip_ms: (a.trip_ms_min, a.trip_ms_max),
+                    seed: a.seed,
+                },
+                Arc::new(a.auth.authenticator()),
+                service_token(&a.auth),
             )
             .await?;
             Ok(())
