@@ -18,7 +18,6 @@ DRAIN=${DRAIN:-30}
 BATCH_WINDOW_MS=${BATCH_WINDOW_MS:-2000}
 RUNS=${RUNS:-"greedy batched redis"}
 
-BIN=target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/geomatch-city.XXXXXX")
 PIDS=()
 
@@ -34,6 +33,10 @@ trap 'exit 130' INT TERM
 
 echo "==> cargo build --release -p geomatch -p geomatch-loadtest"
 cargo build --release -p geomatch -p geomatch-loadtest
+# Private copies: another build in the same target directory must not swap them mid-run.
+mkdir -p "$WORK/bin"
+cp target/release/geomatch target/release/geomatch-loadtest "$WORK/bin/"
+BIN=$WORK/bin
 
 wait_ready() {
     for _ in $(seq 1 200); do

@@ -15,8 +15,9 @@
 //!   (`dispatch_request_to_first_offer_seconds`) is scraped too: with batched matching the
 //!   first offer comes at the next batch, and only the server sees when.
 //! - match rate (accepted / created), mean pickup ETA of accepted rides, terminal states.
-//! - invariants on the recorded answers: no ride accepted twice, no driver accepting a
-//!   ride while one of its rides is still open, every created ride readable at the end in
+//! - invariants on the recorded history: no ride accepted twice (two 200 answers), no
+//!   driver accepting a ride while another of its rides was open (the rides' server-side
+//!   transition times, read back at the end), every created ride readable at the end in
 //!   a state that is terminal or visibly active.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -86,8 +87,6 @@ struct Shared {
     pickup_eta_sum: f64,
     created: Vec<(String, usize)>,
     accepted_rides: HashSet<String>,
-    /// Driver → its open ride, from accept to complete.
-    active: HashMap<String, String>,
 }
 
 impl Shared {
@@ -116,9 +115,14 @@ impl Rng {
     }
 }
 
+/// Requests in flight at once, over every replica.
+const IN_FLIGHT: usize = 256;
+
 struct Ctx {
     run: CityRun,
     client: reqwest::Client,
+    /// Requests in flight at once (queueing for a permit counts in the latency).
+    in_flight: tokio::sync::Semaphore,
     service: String,
     auth: Arc<Authenticator>,
     shared: Mutex<Shared>,
@@ -132,6 +136,7 @@ impl Ctx {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
+        let _permit = self.in_flight.acquire().await.ok()?;
         match req.timeout(Duration::from_secs(10)).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -294,17 +299,12 @@ async fn ride(ctx: Arc<Ctx>, k: u64, due: Instant) {
                 else {
                     continue; // timed out or withdrawn meanwhile
                 };
-                let driver = accepted["driver_id"].as_str().unwrap_or("").to_owned();
                 {
                     let mut s = ctx.shared.lock();
                     s.f.accepted += 1;
                     s.pickup_eta_sum += accepted["pickup_eta_s"].as_f64().unwrap_or(0.0);
                     if !s.accepted_rides.insert(id.clone()) {
                         s.f.violations.push(format!("ride {id} accepted twice"));
-                    }
-                    if let Some(open) = s.active.insert(driver.clone(), id.clone()) {
-                        s.f.violations
-                            .push(format!("driver {driver} accepted {id} while on {open}"));
                     }
                 }
                 let trip = rng.range(ctx.run.trip_ms) / 3;
@@ -320,11 +320,7 @@ async fn ride(ctx: Arc<Ctx>, k: u64, due: Instant) {
                         None => {}
                     }
                 }
-                let mut s = ctx.shared.lock();
-                s.f.completed += 1;
-                if s.active.get(&driver) == Some(&id) {
-                    s.active.remove(&driver);
-                }
+                ctx.shared.lock().f.completed += 1;
                 return;
             }
             ("requested" | "dispatching", _) => {
@@ -379,6 +375,7 @@ pub async fn run(
         run,
         service,
         auth,
+        in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
         shared: Mutex::new(Shared::default()),
     });
     online(&ctx).await?;
@@ -436,20 +433,52 @@ pub async fn run(
     // No ride is lost: every created ride is readable, terminal or visibly active.
     let created = ctx.shared.lock().created.clone();
     let mut states: BTreeMap<String, u64> = BTreeMap::new();
+    // Per driver, the server's [accepted, ended) times of its rides: never overlapping.
+    let mut engaged: HashMap<String, Vec<(i64, i64, String)>> = HashMap::new();
     for (id, replica) in &created {
-        let state = match ctx
-            .send(
-                ctx.client
-                    .get(ctx.url(*replica, &format!("/v1/rides/{id}")))
-                    .bearer_auth(&ctx.service),
-            )
-            .await
-        {
-            Some((200, v)) => v["state"].as_str().unwrap_or("?").to_owned(),
+        let path = format!("/v1/rides/{id}");
+        let req = ctx
+            .client
+            .get(ctx.url(*replica, &path))
+            .bearer_auth(&ctx.service);
+        let state = match ctx.send(req).await {
+            Some((200, v)) => {
+                if let Some(d) = v["driver_id"].as_str() {
+                    let at = |state: &str| {
+                        v["transitions"].as_array().and_then(|ts| {
+                            ts.iter()
+                                .find(|t| t["state"] == state)
+                                .and_then(|t| t["at_ms"].as_i64())
+                        })
+                    };
+                    let from = at("accepted").unwrap_or(i64::MAX);
+                    let to = at("completed")
+                        .or_else(|| at("cancelled"))
+                        .unwrap_or(i64::MAX);
+                    engaged
+                        .entry(d.to_owned())
+                        .or_default()
+                        .push((from, to, id.clone()));
+                }
+                v["state"].as_str().unwrap_or("?").to_owned()
+            }
             Some((s, _)) => format!("http {s}"),
             None => "unreadable".into(),
         };
         *states.entry(state).or_default() += 1;
+    }
+    let mut overlaps = Vec::new();
+    for (d, mut rides) in engaged {
+        rides.sort();
+        for w in rides.windows(2) {
+            // A ride may be accepted in the same millisecond the driver's last one ended.
+            if w[1].0 < w[0].1 {
+                overlaps.push(format!(
+                    "driver {d} accepted {} while on {}",
+                    w[1].2, w[0].2
+                ));
+            }
+        }
     }
     let metrics = ctx
         .client
@@ -478,6 +507,7 @@ pub async fn run(
         }
     }
     s.f.final_states = states;
+    s.f.violations.extend(overlaps);
     if let Some(h) = &s.first_offer {
         s.f.first_offer_p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
         s.f.first_offer_p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
