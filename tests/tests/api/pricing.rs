@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use geomatch_common::auth::Role;
 use geomatch_common::{Mode, Settings};
-use geomatch_e2e::{spawn_in, TestApp};
+use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
 use h3o::{LatLng, Resolution};
 use serde_json::{json, Value};
 
@@ -590,3 +590,184 @@ in_both_modes!(
         assert!(doc["components"]["schemas"]["Fare"].is_object());
     }
 );
+
+// ---- Redis mode: replicas agree ----
+
+#[tokio::test]
+async fn replicas_on_one_redis_count_each_others_demand_and_quote_the_same_surge() {
+    let started = now_ms();
+    let a = spawn_in(Mode::Redis, fast).await;
+    let b = spawn_replica(&a, fast).await;
+    // Demand at both replicas: five riders at each, and one rider at both (counted once).
+    for i in 0..5 {
+        let r = a
+            .post_quote(&a.token(&format!("a{i}"), Role::Rider), &trip("standard"))
+            .await;
+        assert_eq!(r.status(), 201);
+        let r = b
+            .post_quote(&b.token(&format!("b{i}"), Role::Rider), &trip("standard"))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    for app in [&a, &b] {
+        let r = app
+            .post_quote(&app.token("both", Role::Rider), &trip("standard"))
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // Supply pushed through one replica reaches the other's index through Redis.
+    online(&b, "d1", 37.5, 127.0, "standard").await;
+    let since = now_ms();
+    let (sa, sb) = (
+        surge_after(&a, 37.5, 127.0, since).await,
+        surge_after(&b, 37.5, 127.0, since).await,
+    );
+    // Both may have loaded different rounds; wait until they show the same one.
+    let (mut sa, mut sb) = (sa, sb);
+    for _ in 0..30 {
+        if sa["computed_at"] == sb["computed_at"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sa = surge_after(&a, 37.5, 127.0, since).await;
+        sb = surge_after(&b, 37.5, 127.0, since).await;
+    }
+    assert_eq!(sa, sb, "one round, computed once, loaded by both");
+    assert_eq!(
+        sa["demand"], 11,
+        "every replica's quotes, the shared rider once: {sa}"
+    );
+    assert_eq!(sa["supply"], 1, "{sa}");
+    assert!(sa["surge_multiplier"].as_f64().unwrap() > 1.0, "{sa}");
+    // Quotes from either replica carry that multiplier.
+    let qa = body(
+        a.post_quote(&a.token("a0", Role::Rider), &trip("standard"))
+            .await,
+    )
+    .await;
+    let qb = body(
+        b.post_quote(&b.token("b0", Role::Rider), &trip("standard"))
+            .await,
+    )
+    .await;
+    assert_eq!(qa["surge"], qb["surge"]);
+    assert_eq!(qa["fare"]["surge_multiplier"], sa["surge_multiplier"]);
+    // Each one-second round is computed by one replica: together they computed no more
+    // rounds than have begun since they started.
+    let rounds = |m: String| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("pricing_surge_rounds_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let ra = rounds(a.get_metrics().await.text().await.unwrap());
+    let rb = rounds(b.get_metrics().await.text().await.unwrap());
+    let begun = ((now_ms() - started) / 1000 + 2) as u64;
+    assert!(
+        ra + rb >= 1 && ra + rb <= begun,
+        "{ra} + {rb} rounds, {begun} begun"
+    );
+}
+
+#[tokio::test]
+async fn replicas_on_one_redis_agree_on_speeds_learned_by_either() {
+    let a = spawn_in(Mode::Redis, fast).await;
+    let b = spawn_replica(&a, fast).await;
+    let (lat, lng, _) = cell_centre(37.45, 126.95);
+    let metres_per_degree = 111_195.0;
+    let t0 = now_ms() - 500_000;
+    // One driver reports through A, another through B, both at 10 m/s in the same cell.
+    for (app, id) in [(&a, "la"), (&b, "lb")] {
+        let token = app.driver(id);
+        for i in 0..80i64 {
+            let leg = i % 12;
+            let offset = if leg <= 6 { leg } else { 12 - leg } as f64 * 50.0 - 150.0;
+            let body = json!({"lat": lat + offset / metres_per_degree, "lng": lng,
+                              "seq": i + 1, "ts_ms": t0 + i * 5_000});
+            assert_eq!(app.put_location(&token, id, &body).await.status(), 200);
+        }
+    }
+    let to = lat + 400.0 / metres_per_degree;
+    let query = format!("from={lat},{lng}&to={to},{lng}");
+    learned_eta(&a, &query).await;
+    learned_eta(&b, &query).await;
+    // Both read the same shared slots: once both have the latest, they answer the same.
+    let rider = a.token("u1", Role::Rider);
+    let mut seen = vec![];
+    for _ in 0..30 {
+        let ea = body(a.get_eta(&rider, &query).await).await;
+        let eb = body(b.get_eta(&rider, &query).await).await;
+        let slots = |m: &str| {
+            m.lines()
+                .find(|l| l.starts_with("eta_learned_slots "))
+                .map(str::to_owned)
+        };
+        let (ma, mb) = (
+            a.get_metrics().await.text().await.unwrap(),
+            b.get_metrics().await.text().await.unwrap(),
+        );
+        if ea == eb && slots(&ma) == slots(&mb) {
+            assert_eq!(ea["method"], "learned_speed");
+            let duration = ea["duration_s"].as_u64().unwrap();
+            assert!((47..=57).contains(&duration), "400 m × 1.3 at 10 m/s: {ea}");
+            assert!(ma.contains("eta_learned_cells 1"), "{ma}");
+            return;
+        }
+        seen.push((ea, eb));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the replicas never agreed: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_quote_made_at_one_replica_is_honoured_by_another() {
+    let a = spawn_in(Mode::Redis, fast).await;
+    let b = spawn_replica(&a, fast).await;
+    let rider = a.token("u1", Role::Rider);
+    let q = body(a.post_quote(&rider, &trip("standard")).await).await;
+    let id = q["quote_id"].as_str().unwrap();
+    let r = b.get_quote(&rider, id).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(body(r).await["fare"], q["fare"]);
+    assert_problem(
+        b.get_quote(&b.token("u2", Role::Rider), id).await,
+        403,
+        "quote_not_yours",
+    )
+    .await;
+    // Ride creation at the other replica verifies it too.
+    online(&b, "d1", 37.5001, 127.0, "standard").await;
+    let mut ride = trip("standard");
+    ride["quote_id"] = json!(id);
+    let r = b.post_ride(&rider, "k1", &ride).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_a_quote_is_503_with_retry_after_and_etas_still_answer() {
+    let mut settings = geomatch_e2e::test_settings();
+    fast(&mut settings);
+    settings.mode = Mode::Redis;
+    settings.redis.url = "redis+unix:///nonexistent/geomatch-test.sock".into();
+    let app = geomatch_e2e::spawn_app_with(settings, geomatch::Services::All).await;
+    let rider = app.token("u1", Role::Rider);
+    let started = std::time::Instant::now();
+    let r = app.post_quote(&rider, &trip("standard")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_problem(r, 503, "store_unavailable").await;
+    // ETAs come from the local model; surge from the last round loaded (none: 1.0).
+    let r = app.get_eta(&rider, "from=37.5,127.0&to=37.51,127.0").await;
+    assert_eq!(r.status(), 200);
+    let s = body(app.get_surge(&rider, 37.5, 127.0).await).await;
+    assert_eq!(s["surge_multiplier"], 1.0);
+    assert_eq!(app.get_live().await.status(), 200);
+    assert_eq!(app.get_ready().await.status(), 503);
+    let m = app.get_metrics().await.text().await.unwrap();
+    assert!(!m.contains("pricing_redis_errors_total 0"), "{m}");
+}
