@@ -179,7 +179,12 @@ pub fn midpoint(a: &Position, b: &Position) -> Position {
 /// The point a fraction `f` of the way from `a` to `b`, interpolated on the unit sphere
 /// (the chord, projected back onto the sphere); `a` when they are antipodal.
 pub(crate) fn along(a: &Position, b: &Position, f: f64) -> Position {
-    let (u, v) = (a.to_unit(), b.to_unit());
+    along_units(a, &a.to_unit(), &b.to_unit(), f)
+}
+
+/// [`along`] from the unit vectors `u` of `a` and `v` of the other end, for callers that
+/// cut one segment many times (the trig of the ends is done once).
+pub(crate) fn along_units(a: &Position, u: &[f64; 3], v: &[f64; 3], f: f64) -> Position {
     let p = [
         u[0] + f * (v[0] - u[0]),
         u[1] + f * (v[1] - u[1]),
