@@ -64,7 +64,7 @@ city() {
     shift
     echo
     echo "==> $name: $DRIVERS drivers, $UPDATES_PER_S updates/s, $RIDES_PER_S rides/s for ${DURATION}s"
-    "$BIN/geomatch-loadtest" --threads 2 "$@" city --name "$name" --drivers "$DRIVERS" \
+    "$BIN/geomatch-loadtest" --threads 2 city --name "$name" "$@" --drivers "$DRIVERS" \
         --updates-per-s "$UPDATES_PER_S" --rides-per-s "$RIDES_PER_S" \
         --duration "$DURATION" --drain "$DRAIN" ${SECRET:+--jwt-secret "$SECRET"}
 }
@@ -73,12 +73,12 @@ for run in $RUNS; do
     case $run in
     greedy)
         serve 18080
-        SECRET="" city "embedded greedy" --target http://127.0.0.1:18080
+        SECRET="" city "embedded greedy" --targets http://127.0.0.1:18080
         stop_all
         ;;
     batched)
         serve 18080 GEOMATCH__MATCHING__BATCH_WINDOW_MS="$BATCH_WINDOW_MS"
-        SECRET="" city "embedded batched (${BATCH_WINDOW_MS} ms window)" --target http://127.0.0.1:18080
+        SECRET="" city "embedded batched (${BATCH_WINDOW_MS} ms window)" --targets http://127.0.0.1:18080
         stop_all
         ;;
     redis)
@@ -91,8 +91,7 @@ for run in $RUNS; do
             serve "$port" GEOMATCH__MODE=redis GEOMATCH__REDIS__URL="redis+unix://$WORK/redis.sock" \
                 GEOMATCH__AUTH__JWT_SECRET="$SECRET"
         done
-        city "redis, 2 replicas" --target http://127.0.0.1:18081 \
-            --targets http://127.0.0.1:18081,http://127.0.0.1:18082
+        city "redis, 2 replicas" --targets http://127.0.0.1:18081,http://127.0.0.1:18082
         stop_all
         ;;
     *)

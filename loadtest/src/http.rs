@@ -1,4 +1,5 @@
-//! `put` and `batch`: HTTP/1.1 over keep-alive connections, hyper's low-level client.
+//! `put`, `batch`, `quote`, `eta-batch` and `live`: HTTP/1.1 over keep-alive connections,
+//! hyper's low-level client.
 //!
 //! The pacer thread pushes `(k, scheduled)` jobs into one queue; every connection takes
 //! the next job as soon as it is free (one request in flight per connection, no
@@ -32,14 +33,28 @@ pub enum Workload {
     Put,
     /// `POST /v1/locations/batch` with `size` updates of distinct drivers.
     Batch { size: u32 },
+    /// `POST /v1/quotes`: a trip between two drivers' current positions (the metro's
+    /// demand follows its drivers), product `standard`, for one of `riders` riders.
+    Quote { riders: u32 },
+    /// `POST /v1/eta/batch`: one driver's position to `destinations` others'.
+    EtaBatch { destinations: u32 },
+    /// `GET /health/live`: the server's HTTP floor (routing, middleware, a small JSON), the
+    /// peer of the read scenarios.
+    Live,
 }
 
 impl Workload {
     pub fn updates_per_request(self) -> u32 {
         match self {
-            Workload::Put => 1,
+            Workload::Put | Workload::Quote { .. } | Workload::Live => 1,
             Workload::Batch { size } => size,
+            Workload::EtaBatch { destinations } => destinations,
         }
+    }
+
+    /// Whether requests move drivers (the track-speed note applies).
+    fn moves_drivers(self) -> bool {
+        matches!(self, Workload::Put | Workload::Batch { .. })
     }
 }
 
@@ -109,15 +124,17 @@ pub async fn run(run: HttpRun) -> anyhow::Result<Figures> {
     let interval =
         f64::from(run.fleet.len()) / (run.rate * f64::from(run.workload.updates_per_request()));
     let max_move = Fleet::max_move_m(interval);
-    println!(
-        "-- {}: each driver reports every {interval:.2} s, moving ≤ {max_move:.0} m per report{}",
-        run.name,
-        if max_move > 100.0 {
-            " (more than 100 m: raise the rate or lower --drivers)"
-        } else {
-            ""
-        }
-    );
+    if run.workload.moves_drivers() {
+        println!(
+            "-- {}: each driver reports every {interval:.2} s, moving ≤ {max_move:.0} m per report{}",
+            run.name,
+            if max_move > 100.0 {
+                " (more than 100 m: raise the rate or lower --drivers)"
+            } else {
+                ""
+            }
+        );
+    }
 
     // Open every connection before the clock starts.
     let mut conns = Vec::with_capacity(run.connections);
@@ -304,6 +321,34 @@ impl Ctx {
                 body.push_str("]}");
                 (Method::POST, "/v1/locations/batch".to_owned(), body)
             }
+            Workload::Quote { riders } => {
+                let pickup = fleet.position(fleet.driver_of(job.k), unix_s);
+                let dropoff =
+                    fleet.position(fleet.driver_of(job.k.wrapping_mul(7_919) + 13), unix_s);
+                let mut body = String::with_capacity(160);
+                write_point(&mut body, r#"{"pickup":"#, pickup);
+                write_point(&mut body, r#","dropoff":"#, dropoff);
+                let _ = write!(
+                    body,
+                    r#","product":"standard","rider_id":"rider-{}"}}"#,
+                    job.k % u64::from(riders.max(1))
+                );
+                (Method::POST, "/v1/quotes".to_owned(), body)
+            }
+            Workload::EtaBatch { destinations } => {
+                let n = u64::from(destinations);
+                let from = fleet.position(fleet.driver_of(job.k), unix_s);
+                let mut body = String::with_capacity(48 + 40 * destinations as usize);
+                write_point(&mut body, r#"{"from":"#, from);
+                body.push_str(r#","to":["#);
+                for j in 0..n {
+                    let to = fleet.position(fleet.driver_of(job.k * n + j + 1), unix_s);
+                    write_point(&mut body, if j > 0 { "," } else { "" }, to);
+                }
+                body.push_str("]}");
+                (Method::POST, "/v1/eta/batch".to_owned(), body)
+            }
+            Workload::Live => (Method::GET, "/health/live".to_owned(), String::new()),
         };
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = method;
@@ -335,6 +380,11 @@ impl Ctx {
                 }) => rec.item(now, measured, &r, 1),
                 _ => rec.item(now, measured, "unreadable answer", 1),
             },
+            Workload::Quote { .. } => rec.item(now, measured, "quoted", 1),
+            Workload::EtaBatch { destinations } => {
+                rec.item(now, measured, "etas", u64::from(destinations))
+            }
+            Workload::Live => rec.item(now, measured, "live", 1),
             Workload::Batch { size } => match serde_json::from_slice::<BatchCounts>(body) {
                 Ok(c) => {
                     rec.item(now, measured, "accepted", c.accepted);
@@ -354,6 +404,70 @@ impl Ctx {
             },
         }
     }
+}
+
+/// `{prefix}{"lat":…,"lng":…}`
+fn write_point(out: &mut String, prefix: &str, (lat, lng): (f64, f64)) {
+    out.push_str(prefix);
+    out.push_str(r#"{"lat":"#);
+    write_coord(out, lat);
+    out.push_str(r#","lng":"#);
+    write_coord(out, lng);
+    out.push('}');
+}
+
+/// Before a quote run: puts `n` drivers of the fleet on the map and online (vehicle class
+/// `standard`), so that quotes find pickup candidates. Two requests per driver, over
+/// `connections` connections, not measured.
+pub async fn put_online(
+    target: &HttpTarget,
+    token: &str,
+    fleet: &Fleet,
+    n: u32,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let clock = WallClock::now();
+    let unix_s = clock.unix_of(Instant::now());
+    let auth = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    let host = HeaderValue::from_str(&target.authority)?;
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let work = (0..connections.max(1)).map(|_| async {
+        let mut conn = connect(target).await?;
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                return anyhow::Ok(());
+            }
+            let mut id = String::new();
+            fleet.write_id(&mut id, i);
+            let mut location = String::new();
+            write_point(&mut location, "", fleet.position(i, unix_s));
+            let steps = [
+                (format!("/v1/drivers/{id}/location"), location),
+                (
+                    format!("/v1/drivers/{id}/status"),
+                    r#"{"status":"available","vehicle_class":"standard"}"#.to_owned(),
+                ),
+            ];
+            for (path, body) in steps {
+                let mut request = Request::new(Full::new(Bytes::from(body)));
+                *request.method_mut() = Method::PUT;
+                *request.uri_mut() = path.parse()?;
+                let h = request.headers_mut();
+                h.insert(HOST, host.clone());
+                h.insert(AUTHORIZATION, auth.clone());
+                h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let (status, answer) = exchange(&mut conn, request).await?;
+                if !status.is_success() {
+                    bail!("{path}: {status} {}", String::from_utf8_lossy(&answer));
+                }
+            }
+        }
+    });
+    for r in futures_util::future::join_all(work).await {
+        r?;
+    }
+    Ok(())
 }
 
 fn root_cause(e: &anyhow::Error) -> String {

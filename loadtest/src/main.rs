@@ -1,4 +1,5 @@
-//! `geomatch-loadtest <put|batch|ws|geoadd|city> [OPTIONS]`; see the library for the method.
+//! `geomatch-loadtest <put|batch|ws|geoadd|quote|eta-batch|live|city> [OPTIONS]`; see
+//! the library for the method.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,7 +15,8 @@ use geomatch_loadtest::record::{thousands, Figures};
 use geomatch_loadtest::target::{HttpTarget, RedisTarget};
 use geomatch_loadtest::{city, geoadd, ws};
 
-/// Open-loop load generator for geomatch location-ingest (loopback targets only).
+/// Open-loop load generator for geomatch: location ingest, quotes and ETAs (loopback
+/// targets only).
 #[derive(Debug, Parser)]
 #[command(name = "geomatch-loadtest", version)]
 struct Cli {
@@ -41,6 +43,49 @@ enum Command {
     /// The matching benchmark: a moving fleet and riders at a constant rate, with agents
     /// answering offers (accept after a delay, decline sometimes) and finishing trips.
     City(CityArgs),
+    /// Fare quotes: POST /v1/quotes (a service token naming the rider).
+    Quote(QuoteArgs),
+    /// ETA batches: POST /v1/eta/batch, one origin and --destinations destinations.
+    EtaBatch(EtaBatchArgs),
+    /// The HTTP floor: GET /health/live, the peer of quote and eta-batch.
+    Live(ReadArgs),
+}
+
+/// What every read scenario (quote, eta-batch, live) takes.
+#[derive(Debug, Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Requests per second offered.
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Drivers whose positions trips start and end at.
+    #[arg(long, default_value_t = 100_000)]
+    drivers: u32,
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+}
+
+#[derive(Debug, Args)]
+struct QuoteArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// Drivers put online (class standard) before the run, so quotes have pickup ETAs.
+    #[arg(long, default_value_t = 20_000)]
+    online: u32,
+    /// Distinct riders quoting (a rider's repeated quotes in a cell count once as demand).
+    #[arg(long, default_value_t = 50_000)]
+    riders: u32,
+}
+
+#[derive(Debug, Args)]
+struct EtaBatchArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    #[arg(long, default_value_t = 50)]
+    destinations: u32,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +402,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             Ok(())
         }
+        Command::Quote(a) => {
+            let base = read_run(
+                &cli.target,
+                "quote",
+                &a.read,
+                Workload::Quote { riders: a.riders },
+            )?;
+            if a.online > a.read.drivers {
+                bail!("--online must be at most --drivers");
+            }
+            if a.online > 0 {
+                println!(
+                    "-- quote: putting {} drivers online",
+                    thousands(f64::from(a.online))
+                );
+                http::put_online(&base.target, &base.token, &base.fleet, a.online, 16).await?;
+            }
+            http::run(base).await?;
+            Ok(())
+        }
+        Command::EtaBatch(a) => {
+            if a.destinations == 0 {
+                bail!("--destinations must be positive");
+            }
+            let workload = Workload::EtaBatch {
+                destinations: a.destinations,
+            };
+            http::run(read_run(&cli.target, "eta-batch", &a.read, workload)?).await?;
+            Ok(())
+        }
+        Command::Live(a) => {
+            http::run(read_run(&cli.target, "live", &a, Workload::Live)?).await?;
+            Ok(())
+        }
         Command::Geoadd(a) => {
             if a.drivers == 0 || a.duration <= 0.0 || a.warmup < 0.0 {
                 bail!("--drivers and --duration must be positive, --warmup not negative");
@@ -375,6 +454,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The run of a read scenario.
+fn read_run(target: &str, name: &str, a: &ReadArgs, workload: Workload) -> anyhow::Result<HttpRun> {
+    check_run(&a.run, a.drivers)?;
+    if !(a.rate > 0.0 && a.connections > 0) {
+        bail!("--rate and --connections must be positive");
+    }
+    Ok(HttpRun {
+        name: name.into(),
+        target: HttpTarget::parse(target)?,
+        fleet: Arc::new(Fleet::new(a.drivers, a.run.seed, &a.run.id_prefix)),
+        token: service_token(&a.auth),
+        workload,
+        rate: a.rate,
+        connections: a.connections,
+        warmup_s: a.run.warmup,
+        duration_s: a.run.duration,
+        drain_s: a.run.drain,
+    })
 }
 
 /// One `role: service` token: it may push for every driver id.

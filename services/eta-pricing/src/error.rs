@@ -39,6 +39,9 @@ pub enum PricingError {
     Forbidden,
     #[error(transparent)]
     Quote(#[from] QuoteError),
+    /// Redis mode: the shared state could not be reached; retry shortly.
+    #[error("shared pricing state unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ErrorCode for PricingError {
@@ -54,6 +57,7 @@ impl ErrorCode for PricingError {
             }
             Forbidden => StatusCode::FORBIDDEN,
             Quote(e) => e.status(),
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,6 +77,7 @@ impl ErrorCode for PricingError {
             BadRider => "invalid_rider_id",
             Forbidden => "forbidden",
             Quote(e) => e.code(),
+            Unavailable(_) => "store_unavailable",
         }
     }
 }

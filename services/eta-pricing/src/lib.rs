@@ -11,12 +11,14 @@
 //!   hysteresis); pure, property-tested for monotonicity.
 //! - [`quote`]: signed quote ids (HMAC-SHA256) and their verification.
 //! - [`heatmap`]: bounding boxes and the hexagons that meet them.
+//! - [`store`] (Redis mode): demand, surge rounds and learned speeds shared by replicas.
 //! - [`routes`] (thin HTTP adapters), [`openapi`], [`metrics`], [`error`].
 //!
 //! The speed learner is fed by location ingest's move observer (the binary wires it to
 //! [`EtaPricing::observe_move`]); surge is recomputed by [`EtaPricing::tick`], which the
-//! binary calls every second. Embedded mode only: learned speeds, demand and surge live in
-//! this process.
+//! binary calls every second. In Redis mode ([`EtaPricing::with_redis`]) demand and learned
+//! speeds go to Redis and surge rounds are computed by one replica per round and loaded by
+//! all: the binary runs [`EtaPricing::sync`] every `pricing.sync_interval_ms`.
 //!
 //! Routes are registered with [`configure`]; the binary mounts them next to the other
 //! services (embedded mode) or alone (`geomatch serve --service eta-pricing`, Redis mode).
@@ -35,6 +37,7 @@ pub mod openapi;
 pub mod quote;
 pub mod routes;
 pub mod service;
+pub mod store;
 pub mod surge;
 
 pub use error::PricingError;

@@ -28,6 +28,16 @@ pub struct PricingMetrics {
     pub surge_max: Gauge,
     /// Resolution-7 cells with a learned speed.
     pub learned_cells: IntGauge,
+    /// (cell, hour) slots held by this process's model (Redis mode: its cache of the
+    /// shared slots).
+    pub learned_slots: IntGauge,
+    /// Surge rounds this process computed (Redis mode: rounds it claimed).
+    pub surge_rounds: IntCounter,
+    /// Version of the surge round this process quotes with (Redis mode).
+    pub surge_version: IntGauge,
+    /// Redis calls of eta-pricing, seconds; failed calls (unreachable, timed out).
+    pub redis_seconds: Histogram,
+    pub redis_errors: IntCounter,
     /// Speed samples by outcome, resolved once: counted on every accepted driver move.
     samples: [IntCounter; 6],
 }
@@ -78,6 +88,31 @@ impl PricingMetrics {
                 "eta_learned_cells",
                 "Resolution-7 cells with a learned speed",
             )?,
+            learned_slots: IntGauge::new(
+                "eta_learned_slots",
+                "(cell, hour) slots held by this process's ETA model",
+            )?,
+            surge_rounds: IntCounter::new(
+                "pricing_surge_rounds_total",
+                "Surge recomputations this process ran (Redis mode: rounds it claimed)",
+            )?,
+            surge_version: IntGauge::new(
+                "pricing_surge_version",
+                "Version of the shared surge round in use (Redis mode)",
+            )?,
+            redis_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pricing_redis_seconds",
+                    "Redis calls of eta-pricing (demand, surge rounds, speeds)",
+                )
+                .buckets(vec![
+                    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.8,
+                ]),
+            )?,
+            redis_errors: IntCounter::new(
+                "pricing_redis_errors_total",
+                "Failed Redis calls of eta-pricing",
+            )?,
             samples: OUTCOMES.map(|o| samples_vec.with_label_values(&[o.name()])),
         };
         metrics.register(m.quotes.clone())?;
@@ -87,6 +122,11 @@ impl PricingMetrics {
         metrics.register(m.surge_cells.clone())?;
         metrics.register(m.surge_max.clone())?;
         metrics.register(m.learned_cells.clone())?;
+        metrics.register(m.learned_slots.clone())?;
+        metrics.register(m.surge_rounds.clone())?;
+        metrics.register(m.surge_version.clone())?;
+        metrics.register(m.redis_seconds.clone())?;
+        metrics.register(m.redis_errors.clone())?;
         metrics.register(samples_vec)?;
         Ok(m)
     }

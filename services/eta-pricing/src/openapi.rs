@@ -56,6 +56,7 @@ pub fn paths() -> Value {
                 "201": {"description": "Created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Quote"}}}},
                 "403": problem("a driver token, or a rider naming another rider_id (forbidden)"),
                 "422": problem("unknown_product, trip_too_long, rider_id_required, invalid_rider_id, invalid_body"),
+                "503": problem("store_unavailable (Redis mode: demand could not be counted); see Retry-After"),
             }))
         }},
         "/v1/quotes/{quote_id}": {"get": {

@@ -1,6 +1,7 @@
 //! HTTP adapters: parse, authorise, call [`EtaPricing`], map the answer. No rules live here.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header;
+use actix_web::{web, HttpResponse, ResponseError};
 use geomatch_common::auth::{Principal, Role};
 use geomatch_common::error::ApiError;
 use geomatch_index::Position;
@@ -11,6 +12,19 @@ use crate::heatmap::BBox;
 use crate::service::{now_ms, EtaPricing, EtaView, QuoteRequest};
 
 type Pricing = web::Data<EtaPricing>;
+
+/// The answer for a pricing error; `Retry-After: 1` when the shared state (Redis) is
+/// unreachable, as location ingest answers.
+pub fn error_response(e: PricingError) -> HttpResponse {
+    let retry = matches!(e, PricingError::Unavailable(_));
+    let mut response = ApiError::from(e).error_response();
+    if retry {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
+    }
+    response
+}
 
 /// `lat,lng` as in `?from=37.5,127.0`.
 fn parse_position(name: &str, raw: &str) -> Result<Position, PricingError> {
@@ -82,8 +96,10 @@ pub async fn post_quote(
         (r, None) if r.is_privileged() => return Err(PricingError::RiderRequired.into()),
         _ => return Err(PricingError::Forbidden.into()),
     };
-    let quote = p.quote(rider, &body, now_ms())?;
-    Ok(HttpResponse::Created().json(quote))
+    Ok(match p.quote(rider, &body, now_ms()).await {
+        Ok(quote) => HttpResponse::Created().json(quote),
+        Err(e) => error_response(e),
+    })
 }
 
 /// `GET /v1/quotes/{quote_id}`: the quote's rider, service or admin.

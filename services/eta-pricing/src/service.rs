@@ -19,7 +19,11 @@ use crate::fare::{fare, Product};
 use crate::heatmap::{cells_in, ring, BBox};
 use crate::metrics::PricingMetrics;
 use crate::quote::{Quote, QuoteError, QuoteSigner};
-use crate::surge::{surge_cell, DemandBook, SurgeParams, SurgeState, NO_SURGE, SURGE_RESOLUTION};
+use crate::store::{PricingStore, SharedRound, SHARDS};
+use crate::surge::{
+    surge_cell, DemandBook, SurgeParams, SurgeState, BUCKETS, NO_SURGE, SURGE_RESOLUTION,
+};
+use geomatch_common::redis::RedisError;
 
 /// Coarsest heatmap resolution.
 pub const MIN_HEATMAP_RES: u8 = 4;
@@ -169,6 +173,23 @@ pub struct HexProperties {
     pub surge_multiplier: f64,
 }
 
+/// Redis mode: what one replica shares with the others, and its view of the shared state.
+struct Shared {
+    store: PricingStore,
+    /// Ride requests not sent to Redis yet: (cell, bucket) → count. Sent by
+    /// [`EtaPricing::sync`]; matching reports demand synchronously, so it cannot wait.
+    pending_demand: Mutex<FxHashMap<(CellIndex, i64), u32>>,
+    /// This replica's speed samples since the last flush (a batch, see
+    /// [`geomatch_eta::Slot::merge`]); the model reads the shared slots instead.
+    pending_speeds: SpeedLearner,
+    /// Version of the published surge round in use (0: none yet).
+    version: AtomicI64,
+    /// The last surge round this replica tried to claim.
+    last_round: AtomicI64,
+    /// Per speed shard, the change counter read up to. Only `sync` uses it.
+    speeds_seen: Mutex<[i64; SHARDS]>,
+}
+
 /// ETA, quotes and surge. Shared by every handler; matching holds it too.
 pub struct EtaPricing {
     /// Supply (available drivers per cell) and the nearest driver for pickup ETAs.
@@ -188,6 +209,8 @@ pub struct EtaPricing {
     next_recompute_ms: AtomicI64,
     signer: QuoteSigner,
     metrics: PricingMetrics,
+    /// Redis mode: demand, surge rounds and learned speeds shared with the other replicas.
+    shared: Option<Shared>,
 }
 
 impl EtaPricing {
@@ -243,7 +266,28 @@ impl EtaPricing {
             next_recompute_ms: AtomicI64::new(i64::MIN),
             signer: QuoteSigner::new(quote_secret),
             metrics,
+            shared: None,
         }
+    }
+
+    /// Redis mode: shares demand, surge and learned speeds with every other replica through
+    /// the Redis behind `pool`. Surge is then computed by [`EtaPricing::sync`] (one replica
+    /// per round), not by [`EtaPricing::tick`].
+    pub fn with_redis(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.shared = Some(Shared {
+            store: PricingStore::new(pool, self.metrics.clone()),
+            pending_demand: Mutex::default(),
+            pending_speeds: SpeedLearner::new(*self.learner.config()),
+            version: AtomicI64::new(0),
+            last_round: AtomicI64::new(i64::MIN),
+            speeds_seen: Mutex::new([0; SHARDS]),
+        });
+        self
+    }
+
+    /// Whether this instance shares its state through Redis.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Replaces the ETA model (a routing engine, say); the learner keeps learning.
@@ -269,7 +313,11 @@ impl EtaPricing {
 
     /// One accepted move of a driver (location ingest's observer): a speed sample.
     pub fn observe_move(&self, from: &Position, to: &Position, dt_s: f64, at_ms: i64) {
-        let outcome: SampleOutcome = self.learner.observe(from, to, dt_s, at_ms);
+        let learner = match &self.shared {
+            Some(shared) => &shared.pending_speeds,
+            None => &self.learner,
+        };
+        let outcome: SampleOutcome = learner.observe(from, to, dt_s, at_ms);
         self.metrics.sample(outcome);
     }
 
@@ -306,8 +354,8 @@ impl EtaPricing {
     }
 
     /// A signed quote for `rider`; counts as demand at the pickup (once per rider, cell
-    /// and window).
-    pub fn quote(
+    /// and window; in Redis mode across replicas, and a Redis failure refuses the quote).
+    pub async fn quote(
         &self,
         rider: &str,
         req: &QuoteRequest,
@@ -325,7 +373,19 @@ impl EtaPricing {
             });
         }
         let cell = cell_of(&req.pickup, SURGE_RESOLUTION);
-        let counted = self.demand.record_quote(rider, cell, now_ms);
+        let counted = match &self.shared {
+            None => self.demand.record_quote(rider, cell, now_ms),
+            Some(shared) => {
+                let bucket_ms = self.demand.bucket_ms();
+                let window_ms = self.demand.window_ms();
+                let bucket = now_ms.div_euclid(bucket_ms);
+                shared
+                    .store
+                    .record_quote(rider, cell, bucket, window_ms, bucket_ms)
+                    .await
+                    .map_err(|e| PricingError::Unavailable(e.to_string()))?
+            }
+        };
         self.metrics
             .demand
             .with_label_values(&[if counted { "quote" } else { "repeat_quote" }])
@@ -424,7 +484,17 @@ impl EtaPricing {
 
     /// For matching: one ride request in `cell` (any resolution at or finer than 7).
     pub fn record_demand(&self, cell: CellIndex, now_ms: i64) {
-        self.demand.record(cell, now_ms);
+        match &self.shared {
+            None => self.demand.record(cell, now_ms),
+            Some(shared) => {
+                let bucket = now_ms.div_euclid(self.demand.bucket_ms());
+                *shared
+                    .pending_demand
+                    .lock()
+                    .entry((surge_cell(cell), bucket))
+                    .or_insert(0) += 1;
+            }
+        }
         self.metrics
             .demand
             .with_label_values(&["ride_request"])
@@ -463,6 +533,9 @@ impl EtaPricing {
     /// Recomputes surge when `pricing.surge.interval_s` has passed since the last time.
     /// Call it often (the binary does, every second). Returns whether it recomputed.
     pub fn tick(&self, now_ms: i64) -> bool {
+        if self.shared.is_some() {
+            return false; // Redis mode: `sync` runs the shared rounds
+        }
         let due = self.next_recompute_ms.load(Ordering::Relaxed);
         if now_ms < due {
             return false;
@@ -483,7 +556,24 @@ impl EtaPricing {
     /// then the learned-cells gauge.
     pub fn recompute(&self, now_ms: i64) {
         let demand = self.demand.counts(now_ms);
-        let supply: FxHashMap<CellIndex, u32> = match self.index.cell_counts(SURGE_RESOLUTION) {
+        let supply = self.supply();
+        let published = {
+            let mut state = self.surge.lock();
+            state.recompute(&self.params, &demand, &supply);
+            state.published()
+        };
+        self.observe_round(&published);
+        self.metrics
+            .learned_cells
+            .set(self.learner.learned_cells() as i64);
+        self.metrics.learned_slots.set(self.learner.slots() as i64);
+        self.install(now_ms, published, demand, supply);
+    }
+
+    /// Available drivers per resolution-7 cell, from this process's index (which, in
+    /// Redis mode, follows the shared driver state).
+    fn supply(&self) -> FxHashMap<CellIndex, u32> {
+        match self.index.cell_counts(SURGE_RESOLUTION) {
             Ok(counts) => counts
                 .into_iter()
                 .map(|(cell, c)| (cell, c.get(Kind::Driver, Status::Available)))
@@ -491,27 +581,200 @@ impl EtaPricing {
                 .collect(),
             // Configuration validation keeps the index at resolution 7 or finer.
             Err(_) => FxHashMap::default(),
-        };
-        let published = {
-            let mut state = self.surge.lock();
-            state.recompute(&self.params, &demand, &supply);
-            state.published()
-        };
-        let max = published.values().copied().max().unwrap_or(NO_SURGE);
+        }
+    }
+
+    /// The surge distribution of a round this process computed.
+    fn observe_round(&self, published: &FxHashMap<CellIndex, u16>) {
+        self.metrics.surge_rounds.inc();
         for h in published.values() {
             self.metrics.surge_multiplier.observe(f64::from(*h) / 100.0);
         }
-        self.metrics.surge_cells.set(published.len() as i64);
+    }
+
+    /// Makes a round the one quotes, `GET /v1/surge` and the heatmap answer from.
+    fn install(
+        &self,
+        computed_at_ms: i64,
+        surge: FxHashMap<CellIndex, u16>,
+        demand: FxHashMap<CellIndex, u32>,
+        supply: FxHashMap<CellIndex, u32>,
+    ) {
+        let max = surge.values().copied().max().unwrap_or(NO_SURGE);
+        self.metrics.surge_cells.set(surge.len() as i64);
         self.metrics.surge_max.set(f64::from(max) / 100.0);
-        self.metrics
-            .learned_cells
-            .set(self.learner.learned_cells() as i64);
         *self.snapshot.write() = Arc::new(Snapshot {
-            computed_at_ms: now_ms,
-            surge: published,
+            computed_at_ms,
+            surge,
             demand,
             supply,
         });
+    }
+
+    // ---- Redis mode ----
+
+    /// Redis mode, every `pricing.sync_interval_ms` on every replica: sends this replica's
+    /// ride-request demand and speed samples; computes and publishes the surge round if it
+    /// is due and this replica claims it; loads the published round when it changed; reads
+    /// back the shared learned speeds that changed. Each step runs even when an earlier one
+    /// failed (demand not sent is kept for the next call); the first error is returned.
+    /// Embedded mode: does nothing.
+    pub async fn sync(&self, now_ms: i64) -> Result<(), RedisError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        let results = [
+            self.flush_demand(shared, now_ms).await,
+            self.flush_speeds(shared).await,
+            self.surge_round(shared, now_ms).await,
+            self.load_round(shared).await,
+            self.pull_speeds(shared).await,
+        ];
+        results.into_iter().collect()
+    }
+
+    async fn flush_demand(&self, shared: &Shared, now_ms: i64) -> Result<(), RedisError> {
+        let events = std::mem::take(&mut *shared.pending_demand.lock());
+        let bucket_ms = self.demand.bucket_ms();
+        let ttl_ms = self.demand.window_ms() + bucket_ms;
+        let result = shared.store.add_demand(&events, ttl_ms).await;
+        if result.is_err() {
+            // Kept for the next call, except what has left the window meanwhile.
+            let oldest = now_ms.div_euclid(bucket_ms) - BUCKETS as i64 + 1;
+            let mut pending = shared.pending_demand.lock();
+            for ((cell, bucket), n) in events {
+                if bucket >= oldest {
+                    *pending.entry((cell, bucket)).or_insert(0) += n;
+                }
+            }
+        }
+        result
+    }
+
+    async fn flush_speeds(&self, shared: &Shared) -> Result<(), RedisError> {
+        // A batch that fails is dropped: samples keep coming, and a stale batch merged
+        // later would count as newer than what others sent meanwhile.
+        let batch = shared.pending_speeds.drain();
+        let c = self.learner.config();
+        shared
+            .store
+            .flush_speeds(batch, c.smoothing, c.max_slots)
+            .await
+    }
+
+    /// Claims, computes and publishes the current surge round, unless another replica
+    /// claimed it (or this one already tried).
+    async fn surge_round(&self, shared: &Shared, now_ms: i64) -> Result<(), RedisError> {
+        let interval_ms = self.settings.surge.interval_s as i64 * 1000;
+        let round = now_ms.div_euclid(interval_ms);
+        if shared.last_round.load(Ordering::Relaxed) >= round {
+            return Ok(());
+        }
+        let claimed = shared.store.claim_round(round).await?;
+        shared.last_round.fetch_max(round, Ordering::Relaxed);
+        if !claimed {
+            return Ok(());
+        }
+        // Smoothing and hysteresis continue from the last published round, whoever
+        // computed it.
+        let previous = shared.store.load_round().await?;
+        let mut state = previous.map_or_else(SurgeState::default, |(_, r)| {
+            SurgeState::import(
+                &self.params,
+                r.cells.iter().filter_map(|(c, p, s)| {
+                    CellIndex::try_from(*c).ok().map(|cell| (cell, *p, *s))
+                }),
+            )
+        });
+        let newest = now_ms.div_euclid(self.demand.bucket_ms());
+        let buckets: Vec<i64> = (newest - BUCKETS as i64 + 1..=newest).collect();
+        let demand = shared.store.demand(&buckets).await?;
+        let supply = self.supply();
+        state.recompute(&self.params, &demand, &supply);
+        let published = state.published();
+        self.observe_round(&published);
+        let entries = |m: &FxHashMap<CellIndex, u32>| -> Vec<(u64, u32)> {
+            m.iter().map(|(c, n)| (u64::from(*c), *n)).collect()
+        };
+        let shared_round = SharedRound {
+            round,
+            computed_at_ms: now_ms,
+            cells: state
+                .export()
+                .into_iter()
+                .map(|(c, p, s)| (u64::from(c), p, s))
+                .collect(),
+            demand: entries(&demand),
+            supply: entries(&supply),
+        };
+        if let Some(version) = shared.store.publish_round(&shared_round).await? {
+            shared.version.store(version, Ordering::Relaxed);
+            self.metrics.surge_version.set(version);
+            self.install(now_ms, published, demand, supply);
+        }
+        Ok(())
+    }
+
+    /// Loads the published round when its version is not the one in use.
+    async fn load_round(&self, shared: &Shared) -> Result<(), RedisError> {
+        let version = shared.store.round_version().await?;
+        if version == shared.version.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let Some((version, round)) = shared.store.load_round().await? else {
+            return Ok(());
+        };
+        let cells = |v: &[(u64, u32)]| -> FxHashMap<CellIndex, u32> {
+            v.iter()
+                .filter_map(|(c, n)| CellIndex::try_from(*c).ok().map(|c| (c, *n)))
+                .collect()
+        };
+        let surge = round
+            .cells
+            .iter()
+            .filter(|(_, p, _)| *p > NO_SURGE)
+            .filter_map(|(c, p, _)| CellIndex::try_from(*c).ok().map(|c| (c, *p)))
+            .collect();
+        self.install(
+            round.computed_at_ms,
+            surge,
+            cells(&round.demand),
+            cells(&round.supply),
+        );
+        shared.version.store(version, Ordering::Relaxed);
+        self.metrics.surge_version.set(version);
+        Ok(())
+    }
+
+    /// Reads the shared speed slots that changed into the model's cache.
+    async fn pull_speeds(&self, shared: &Shared) -> Result<(), RedisError> {
+        /// Pages per call: a replica starting against a large table loads it over a few
+        /// calls instead of one long one.
+        const MAX_PAGES: usize = 16;
+        let mut seen = *shared.speeds_seen.lock();
+        let mut changed = Vec::new();
+        let mut result = Ok(());
+        for _ in 0..MAX_PAGES {
+            match shared.store.changed_speeds(&mut seen, &mut changed).await {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        *shared.speeds_seen.lock() = seen;
+        if !changed.is_empty() {
+            for (cell, hour, slot) in changed {
+                self.learner.set(cell, hour, slot);
+            }
+            self.metrics
+                .learned_cells
+                .set(self.learner.learned_cells() as i64);
+            self.metrics.learned_slots.set(self.learner.slots() as i64);
+        }
+        result
     }
 
     /// `GET /v1/heatmap`: every cell of `res` meeting `bbox`, with supply, demand and surge
@@ -635,10 +898,10 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn a_quote_prices_the_trip_and_verifies_for_matching() {
+    #[tokio::test]
+    async fn a_quote_prices_the_trip_and_verifies_for_matching() {
         let s = service(|_| {});
-        let q = s.quote("u1", &request("standard"), T0).unwrap();
+        let q = s.quote("u1", &request("standard"), T0).await.unwrap();
         assert_eq!(q.fare.currency, "USD");
         assert_eq!(q.fare.surge_multiplier, 1.0);
         assert_eq!(q.pickup_eta_s, None, "no driver near");
@@ -661,33 +924,38 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn the_pickup_eta_is_the_nearest_available_driver_of_the_product() {
+    #[tokio::test]
+    async fn the_pickup_eta_is_the_nearest_available_driver_of_the_product() {
         let s = service(|_| {});
         add_driver(&s, "xl-near", pos(37.5005, 127.0), 1);
         add_driver(&s, "std", pos(37.51, 127.0), 0);
-        let q = s.quote("u1", &request("standard"), T0).unwrap();
+        let q = s.quote("u1", &request("standard"), T0).await.unwrap();
         // 1.11 km × 1.3 at 25 km/h ≈ 208 s.
         let eta = q.pickup_eta_s.unwrap();
         assert!((200..=216).contains(&eta), "{eta}");
-        let xl = s.quote("u1", &request("xl"), T0).unwrap();
+        let xl = s.quote("u1", &request("xl"), T0).await.unwrap();
         assert!(xl.pickup_eta_s.unwrap() < 20);
         assert!(xl.fare.total > q.fare.total, "xl costs more");
     }
 
-    #[test]
-    fn quotes_count_as_demand_and_demand_over_supply_surges_the_next_quote() {
+    #[tokio::test]
+    async fn quotes_count_as_demand_and_demand_over_supply_surges_the_next_quote() {
         let s = service(|p| {
             p.surge.smoothing = 1.0;
         });
-        let before = s.quote("u0", &request("standard"), T0).unwrap();
+        let before = s.quote("u0", &request("standard"), T0).await.unwrap();
         for i in 1..=20 {
-            s.quote(&format!("u{i}"), &request("standard"), T0).unwrap();
+            s.quote(&format!("u{i}"), &request("standard"), T0)
+                .await
+                .unwrap();
         }
         s.record_demand_at(&pos(37.5, 127.0), T0);
         assert!(s.tick(T0));
         assert!(!s.tick(T0 + 1_000), "not due again before the interval");
-        let after = s.quote("u1", &request("standard"), T0 + 1_000).unwrap();
+        let after = s
+            .quote("u1", &request("standard"), T0 + 1_000)
+            .await
+            .unwrap();
         assert!(after.surge.multiplier > 1.0, "{:?}", after.surge);
         assert!(after.fare.total > before.fare.total);
         let view = s.surge_at(&pos(37.5, 127.0));
@@ -696,15 +964,15 @@ mod tests {
         assert_eq!(view.computed_at, T0);
     }
 
-    #[test]
-    fn unknown_products_and_overlong_trips_are_refused() {
+    #[tokio::test]
+    async fn unknown_products_and_overlong_trips_are_refused() {
         let s = service(|p| p.max_trip_km = 5.0);
         assert_eq!(
-            s.quote("u1", &request("moto"), T0).unwrap_err(),
+            s.quote("u1", &request("moto"), T0).await.unwrap_err(),
             PricingError::UnknownProduct("moto".into())
         );
         assert!(matches!(
-            s.quote("u1", &request("standard"), T0),
+            s.quote("u1", &request("standard"), T0).await,
             Err(PricingError::TripTooLong { .. })
         ));
     }

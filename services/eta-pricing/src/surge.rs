@@ -30,7 +30,8 @@ pub const SURGE_RESOLUTION: Resolution = Resolution::Seven;
 /// No surge, in hundredths.
 pub const NO_SURGE: u16 = 100;
 
-const BUCKETS: usize = 30;
+/// Buckets per demand window.
+pub const BUCKETS: usize = 30;
 const SHARDS: usize = 16;
 
 /// Demand events of one cell in the last `BUCKETS` buckets.
@@ -105,6 +106,16 @@ impl DemandBook {
             cells: (0..SHARDS).map(|_| Mutex::default()).collect(),
             quoted: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
+    }
+
+    /// Length of one bucket of the window, ms.
+    pub fn bucket_ms(&self) -> i64 {
+        self.bucket_ms
+    }
+
+    /// The window, ms (a whole number of buckets).
+    pub fn window_ms(&self) -> i64 {
+        self.window_ms
     }
 
     /// One demand event (a ride request) in `cell` (any resolution at or finer than 7).
@@ -243,6 +254,33 @@ impl SurgeState {
     /// The published multiplier of `cell` (resolution 7), hundredths.
     pub fn get(&self, cell: CellIndex) -> u16 {
         self.cells.get(&cell).map_or(NO_SURGE, |c| c.published)
+    }
+
+    /// Every cell's state: (cell, published hundredths, time-smoothed multiplier). What a
+    /// Redis-mode replica publishes, so that the next round (computed by any replica)
+    /// continues the smoothing and hysteresis.
+    pub fn export(&self) -> Vec<(CellIndex, u16, f64)> {
+        self.cells
+            .iter()
+            .map(|(cell, c)| (*cell, c.published, c.smoothed))
+            .collect()
+    }
+
+    /// The state [`SurgeState::export`] gave (values out of range are clamped).
+    pub fn import(p: &SurgeParams, cells: impl IntoIterator<Item = (CellIndex, u16, f64)>) -> Self {
+        let cells = cells
+            .into_iter()
+            .filter(|(_, _, smoothed)| smoothed.is_finite())
+            .map(|(cell, published, smoothed)| {
+                let c = CellSurge {
+                    smoothed: smoothed.clamp(1.0, f64::from(p.cap) / 100.0),
+                    published: published.clamp(NO_SURGE, p.cap),
+                };
+                (surge_cell(cell), c)
+            })
+            .filter(|(_, c)| *c != CALM)
+            .collect();
+        SurgeState { cells }
     }
 
     /// Every cell with a published multiplier above 1.0, hundredths.
@@ -388,6 +426,23 @@ mod tests {
         assert_eq!(s.get(c), 120);
         s.recompute(&p, &map(&[(c, 29)]), &map(&[])); // 1.29 < 1.2 + 0.1: held
         assert_eq!(s.get(c), 120);
+    }
+
+    #[test]
+    fn an_exported_state_continues_smoothing_and_hysteresis_where_it_left_off() {
+        let c = seoul();
+        let busy = map(&[(c, 50)]);
+        let (mut straight, mut handed_over) = (SurgeState::default(), SurgeState::default());
+        for round in 0..8 {
+            straight.recompute(&params(), &busy, &map(&[]));
+            // Another replica takes every round over from what the last one published.
+            let mut next = SurgeState::import(&params(), handed_over.export());
+            next.recompute(&params(), &busy, &map(&[]));
+            handed_over = next;
+            assert_eq!(straight.get(c), handed_over.get(c), "round {round}");
+        }
+        assert!(straight.get(c) > NO_SURGE);
+        assert_eq!(straight.export().len(), handed_over.export().len());
     }
 
     #[test]

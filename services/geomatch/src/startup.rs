@@ -258,14 +258,26 @@ impl Application {
             );
             background.push(tokio::spawn(follower.run()));
         }
-        let pricing = web::Data::new(EtaPricing::new(
+        let mut pricing = EtaPricing::new(
             index.clone(),
             &settings.eta,
             &settings.pricing,
             &settings.ingest.vehicle_classes,
             settings.auth.jwt_secret.expose().as_bytes(),
             PricingMetrics::new(&metrics).context("registering pricing metrics")?,
-        ));
+        );
+        if let Store::Redis(redis) = &store {
+            // Demand, surge rounds and learned speeds shared by every replica (of every
+            // service: matching prices and ranks with the same model).
+            pricing = pricing.with_redis(redis.pool().clone());
+        }
+        let pricing = web::Data::new(pricing);
+        if pricing.is_shared() {
+            background.push(tokio::spawn(pricing_sync(
+                pricing.clone().into_inner(),
+                settings.pricing.sync_interval_ms,
+            )));
+        }
         let mut ingest = Ingest::new(
             index.clone(),
             store,
@@ -433,6 +445,19 @@ async fn periodic(ingest: Arc<Ingest>, pricing: Arc<EtaPricing>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next second"),
+        }
+    }
+}
+
+/// Redis mode: exchanges demand, surge and learned speeds with the other replicas every
+/// `interval_ms` (see [`EtaPricing::sync`]).
+async fn pricing_sync(pricing: Arc<EtaPricing>, interval_ms: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = pricing.sync(now_ms()).await {
+            tracing::warn!(error = %e, "pricing sync with Redis failed; retrying next interval");
         }
     }
 }

@@ -261,6 +261,9 @@ pub struct PricingSettings {
     pub pickup_radius_m: f64,
     /// Most hexagons one `GET /v1/heatmap` answers; a larger box gets 400.
     pub max_heatmap_cells: usize,
+    /// Redis mode: how often each replica exchanges demand, learned speeds and surge with
+    /// Redis (and tries to claim a due surge round), ms.
+    pub sync_interval_ms: u64,
     pub surge: SurgeSettings,
     /// Fares by product name (a vehicle class).
     pub products: std::collections::BTreeMap<String, ProductSettings>,
@@ -281,6 +284,7 @@ impl Default for PricingSettings {
             max_trip_km: 300.0,
             pickup_radius_m: 10_000.0,
             max_heatmap_cells: 2_000,
+            sync_interval_ms: 1_000,
             surge: SurgeSettings::default(),
             products: [
                 ("standard", product(250, 120, 30, 700, 200)),
@@ -315,6 +319,12 @@ impl PricingSettings {
             self.max_heatmap_cells,
             1,
             100_000,
+        )?;
+        check_range(
+            "pricing.sync_interval_ms",
+            self.sync_interval_ms,
+            50,
+            60_000,
         )?;
         self.surge.validate()?;
         let missing: Vec<&str> = classes

@@ -11,6 +11,7 @@
 //! - [`metrics`]: the Prometheus registry, HTTP metrics by route pattern, `/metrics`.
 //! - [`auth`]: bearer JWTs (HS256, pinned), the [`auth::Principal`] extractor, roles.
 //! - [`health`]: `/health/live` and `/health/ready` with a pluggable readiness check.
+//! - [`redis`]: Redis calls with a ceiling on each (Redis mode).
 //!
 //! A binary assembles them in this order (outermost middleware last):
 //!
@@ -32,6 +33,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod redis;
 pub mod redis_keys;
 pub mod telemetry;
 

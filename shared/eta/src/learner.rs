@@ -107,13 +107,15 @@ pub struct LearnedSpeed {
     pub all_hours: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Slot {
+/// The exponentially weighted sums of one (cell, hour) slot: what replicas exchange
+/// through Redis (see [`Slot::merge`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Slot {
     /// Exponentially weighted distance, metres.
-    distance: f64,
+    pub distance: f64,
     /// Exponentially weighted time, seconds.
-    time: f64,
-    samples: u32,
+    pub time: f64,
+    pub samples: u32,
 }
 
 impl Slot {
@@ -125,6 +127,20 @@ impl Slot {
 
     fn speed(&self) -> f64 {
         self.distance / self.time
+    }
+
+    /// `self` with `batch` applied after it. `batch` is a slot that started from zero and
+    /// took `k` samples, so its sums are `Σ α(1−α)^(k−i)·x_i`; feeding the same samples
+    /// one by one to `self` gives `(1−α)^k·self + batch`. Replicas learn into such batches
+    /// and merge them into the shared slot, which then equals one learner that saw every
+    /// replica's samples, a batch at a time. Redis runs the same formula (the flush script).
+    pub fn merge(&self, batch: &Slot, alpha: f64) -> Slot {
+        let keep = (1.0 - alpha).powi(batch.samples.min(i32::MAX as u32) as i32);
+        Slot {
+            distance: keep * self.distance + batch.distance,
+            time: keep * self.time + batch.time,
+            samples: self.samples.saturating_add(batch.samples),
+        }
     }
 }
 
@@ -163,7 +179,12 @@ pub fn midpoint(a: &Position, b: &Position) -> Position {
 /// The point a fraction `f` of the way from `a` to `b`, interpolated on the unit sphere
 /// (the chord, projected back onto the sphere); `a` when they are antipodal.
 pub(crate) fn along(a: &Position, b: &Position, f: f64) -> Position {
-    let (u, v) = (a.to_unit(), b.to_unit());
+    along_units(a, &a.to_unit(), &b.to_unit(), f)
+}
+
+/// [`along`] from the unit vectors `u` of `a` and `v` of the other end, for callers that
+/// cut one segment many times (the trig of the ends is done once).
+pub(crate) fn along_units(a: &Position, u: &[f64; 3], v: &[f64; 3], f: f64) -> Position {
     let p = [
         u[0] + f * (v[0] - u[0]),
         u[1] + f * (v[1] - u[1]),
@@ -279,6 +300,45 @@ impl SpeedLearner {
     /// (cell, hour) slots held, learned or not.
     pub fn slots(&self) -> usize {
         self.slots.load(Ordering::Relaxed)
+    }
+
+    /// Takes every slot out, leaving the learner empty: a replica's batch of samples since
+    /// the last call, to merge into the shared slots ([`Slot::merge`]). Hour
+    /// [`HOURS_PER_WEEK`] is a cell's all-hours slot.
+    pub fn drain(&self) -> Vec<(CellIndex, u8, Slot)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut *shard.write());
+            self.slots.fetch_sub(taken.len(), Ordering::Relaxed);
+            out.extend(
+                taken
+                    .into_iter()
+                    .map(|((cell, hour), slot)| (cell, hour, slot)),
+            );
+        }
+        out
+    }
+
+    /// Replaces a slot with the shared one (a replica's cache of what Redis holds). A new
+    /// slot beyond `max_slots` is not kept; returns whether the slot is held.
+    pub fn set(&self, cell: CellIndex, hour: u8, slot: Slot) -> bool {
+        let Some(cell) = cell.parent(SPEED_RESOLUTION) else {
+            return false;
+        };
+        if hour > HOURS_PER_WEEK {
+            return false;
+        }
+        let mut shard = self.shards[shard_of(cell)].write();
+        if let Some(held) = shard.get_mut(&(cell, hour)) {
+            *held = slot;
+            return true;
+        }
+        if self.slots.load(Ordering::Relaxed) >= self.config.max_slots {
+            return false;
+        }
+        self.slots.fetch_add(1, Ordering::Relaxed);
+        shard.insert((cell, hour), slot);
+        true
     }
 }
 
@@ -482,6 +542,46 @@ mod tests {
             learner.observe(&a, &b, 10.0, MONDAY_MS),
             SampleOutcome::Learned
         );
+    }
+
+    #[test]
+    fn merging_a_drained_batch_equals_feeding_its_samples_one_by_one() {
+        let config = LearnerConfig {
+            min_samples: 1,
+            smoothing: 0.2,
+            ..LearnerConfig::default()
+        };
+        let (whole, shared, batch) = (
+            SpeedLearner::new(config),
+            SpeedLearner::new(config),
+            SpeedLearner::new(config),
+        );
+        let mut rng = Rng(99);
+        let start = Position::new(37.5, 127.0).unwrap();
+        let t = MONDAY_MS + 9 * HOUR_MS;
+        // The first part reaches both `whole` and `shared` directly; the second reaches
+        // `whole` directly and `shared` as a batch merged afterwards.
+        let mut same = Rng(rng.0);
+        let end = drive(&whole, &mut rng, start, t, 20.0, 0.2, 30);
+        drive(&shared, &mut same, start, t, 20.0, 0.2, 30);
+        let mut again = Rng(rng.0);
+        drive(&whole, &mut rng, end, t + 60_000, 50.0, 0.2, 25);
+        drive(&batch, &mut again, end, t + 60_000, 50.0, 0.2, 25);
+        let drained = batch.drain();
+        assert_eq!(batch.slots(), 0);
+        assert!(!drained.is_empty());
+        for (cell, hour, b) in drained {
+            let key = (cell, hour);
+            let held = shared.shards[shard_of(cell)].read().get(&key).copied();
+            let merged = held.unwrap_or_default().merge(&b, 0.2);
+            assert!(shared.set(cell, hour, merged));
+        }
+        let (a, b) = (
+            whole.speed_at(&start, t).unwrap(),
+            shared.speed_at(&start, t).unwrap(),
+        );
+        assert_eq!(a.samples, b.samples);
+        assert!((a.speed_mps - b.speed_mps).abs() < 1e-9, "{a:?} vs {b:?}");
     }
 
     #[test]

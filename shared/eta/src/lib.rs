@@ -15,7 +15,9 @@
 pub mod learner;
 pub mod model;
 
-pub use learner::{hour_of_week, LearnedSpeed, LearnerConfig, SampleOutcome, SpeedLearner};
+pub use learner::{
+    hour_of_week, LearnedSpeed, LearnerConfig, SampleOutcome, Slot, SpeedLearner, HOURS_PER_WEEK,
+};
 pub use model::{GreatCircleModel, ModelConfig};
 
 use geomatch_index::Position;

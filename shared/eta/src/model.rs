@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use geomatch_index::Position;
 
-use crate::learner::{along, SpeedLearner};
+use crate::learner::{along_units, SpeedLearner};
 use crate::{Eta, EtaModel, Method};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,9 +64,10 @@ impl EtaModel for GreatCircleModel {
         let road = straight * c.circuity;
         let stretches = ((straight / c.max_stretch_m).ceil() as usize).clamp(1, c.max_stretches);
         let each = road / stretches as f64;
+        let (u, v) = (from.to_unit(), to.to_unit());
         let (mut duration_s, mut learned) = (0.0, 0);
         for i in 0..stretches {
-            let mid = along(from, to, (i as f64 + 0.5) / stretches as f64);
+            let mid = along_units(from, &u, &v, (i as f64 + 0.5) / stretches as f64);
             let now_ms = at_ms.saturating_add((duration_s * 1000.0) as i64);
             let speed = match self.learner.speed_at(&mid, now_ms) {
                 Some(s) => {

@@ -3,6 +3,7 @@
 mod dispatch;
 mod errors;
 mod health;
+#[macro_use]
 mod ingest;
 mod metrics;
 mod pricing;
