@@ -34,7 +34,7 @@ pub mod http;
 pub mod metrics;
 pub mod telemetry;
 
-pub use config::{LogFormat, LogSettings, Mode, Settings};
+pub use config::{LogFormat, LogSettings, Mode, PeopleSettings, Settings};
 pub use error::{ApiError, ErrorCode, Problem};
 pub use health::{NotReady, Readiness};
 pub use metrics::Metrics;
