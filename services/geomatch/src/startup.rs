@@ -14,6 +14,7 @@ use location_ingest::follower::{Follower, FollowerMetrics};
 use location_ingest::{
     ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
 };
+use matching::people::{People, PeopleStore};
 use matching::{metrics::MatchingMetrics, Dispatcher, Notifier};
 
 /// Which services' routes a process mounts (`--service`).
@@ -35,6 +36,10 @@ impl Services {
         matches!(self, Services::All | Services::LocationIngest)
     }
 
+    fn includes_matching(self) -> bool {
+        matches!(self, Services::All | Services::Matching)
+    }
+
     fn includes_eta_pricing(self) -> bool {
         matches!(self, Services::All | Services::EtaPricing)
     }
@@ -43,8 +48,9 @@ impl Services {
     fn configure(self, cfg: &mut web::ServiceConfig, state: &ServiceState) {
         // Matching first: its `/v1/drivers/nearby` must win over ingest's
         // `/v1/drivers/{driver_id}`.
-        if matches!(self, Services::All | Services::Matching) {
+        if self.includes_matching() {
             matching::configure(cfg, state.dispatcher.clone());
+            matching::people::configure(cfg, state.people.clone());
         }
         if self.includes_ingest() {
             location_ingest::configure(cfg, state.ingest.clone(), state.hub.clone());
@@ -68,6 +74,14 @@ impl Services {
                 paths.extend(p);
             }
             if let serde_json::Value::Object(s) = location_ingest::openapi::schemas() {
+                schemas.extend(s);
+            }
+        }
+        if self.includes_matching() {
+            if let serde_json::Value::Object(p) = matching::people::openapi::paths() {
+                paths.extend(p);
+            }
+            if let serde_json::Value::Object(s) = matching::people::openapi::schemas() {
                 schemas.extend(s);
             }
         }
@@ -98,6 +112,7 @@ struct ServiceState {
     hub: web::Data<Hub>,
     dispatcher: web::Data<Arc<Dispatcher>>,
     pricing: web::Data<EtaPricing>,
+    people: web::Data<People>,
 }
 
 /// Dispatch verifies quotes with, and reports demand to, eta-pricing in the same process.
@@ -212,7 +227,26 @@ impl Application {
                 (Store::Redis(redis), readiness)
             }
         };
+        let people_store = match &store {
+            Store::Embedded => PeopleStore::Embedded(Default::default()),
+            // People nearby shares the process's Redis pool.
+            Store::Redis(redis) => PeopleStore::Redis(matching::people::redis::RedisPeople::new(
+                redis.pool().clone(),
+            )),
+        };
+        let people = web::Data::new(People::new(
+            index.clone(),
+            people_store,
+            settings.people.clone(),
+        ));
         let mut background = Vec::new();
+        background.push(tokio::spawn(people_sweep(
+            people.clone().into_inner(),
+            match &store {
+                Store::Redis(redis) => Some(redis.clone()),
+                Store::Embedded => None,
+            },
+        )));
         if let Store::Redis(redis) = &store {
             // This process's index follows the shared state (snapshot, then the streams).
             let follower = Follower::new(
@@ -273,6 +307,7 @@ impl Application {
                 hub,
                 dispatcher: web::Data::new(dispatcher),
                 pricing,
+                people,
             },
             openapi: web::Data::new(services.openapi()),
         };
@@ -371,6 +406,27 @@ async fn periodic(ingest: Arc<Ingest>, dispatcher: Arc<Dispatcher>, pricing: Arc
             Ok(0) => {}
             Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),
             Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next second"),
+        }
+    }
+}
+
+/// Once a minute: profiles not seen for `people.not_seen_for_s` leave this process's index
+/// (and, in Redis mode, the profiles' seen sets; their state expires by TTL).
+async fn people_sweep(people: Arc<People>, redis: Option<Arc<RedisStore>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let gone = people.evict_stale(now);
+        if gone > 0 {
+            tracing::info!(profiles = gone, "stale profiles left the index");
+        }
+        if let Some(redis) = &redis {
+            let cutoff = now - people.settings().not_seen_for_s as i64 * 1000;
+            if let Err(e) = redis.trim_profiles_seen(cutoff).await {
+                tracing::warn!(error = %e, "trimming the profiles' seen sets failed");
+            }
         }
     }
 }

@@ -119,7 +119,7 @@ impl PeopleSettings {
         check_range(
             "people.not_seen_for_s",
             self.not_seen_for_s,
-            60,
+            1,
             MAX_PEOPLE_NOT_SEEN_FOR_S,
         )?;
         check_range("people.max_examined", self.max_examined, 100, 1_000_000)?;
@@ -1068,7 +1068,7 @@ mod tests {
                 ("DAILY_LIKES", "0", "people.daily_likes"),
                 ("DAILY_SUPERLIKES", "31", "people.daily_superlikes"),
                 ("PAGE_SIZE_MAX", "0", "people.page_size_max"),
-                ("NOT_SEEN_FOR_S", "5", "people.not_seen_for_s"),
+                ("NOT_SEEN_FOR_S", "0", "people.not_seen_for_s"),
                 ("NOT_SEEN_FOR_S", "9999999999", "people.not_seen_for_s"),
             ] {
                 jail.set_env(format!("GEOMATCH__PEOPLE__{key}"), value);
