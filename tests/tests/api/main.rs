@@ -5,5 +5,6 @@ mod errors;
 mod health;
 mod ingest;
 mod metrics;
+mod people;
 mod pricing;
 mod services;
