@@ -368,7 +368,8 @@ impl Ingest {
         match result.map_err(index_error)? {
             Upserted::Moved { previous } => {
                 // Road speeds are learned from drivers only.
-                if let Some(observe) = self.move_observer.as_ref().filter(|_| kind == Kind::Driver) {
+                if let Some(observe) = self.move_observer.as_ref().filter(|_| kind == Kind::Driver)
+                {
                     let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
                         (Some(a), Some(b)) => b - a,
                         _ => now - previous.updated_at_ms,

@@ -68,7 +68,9 @@ pub async fn put_profile_location(
 ) -> HttpResponse {
     let id = match EntryId::parse(&path) {
         Ok(id) => id,
-        Err(e) => return ApiError::bad_request("invalid_profile_id", e.to_string()).error_response(),
+        Err(e) => {
+            return ApiError::bad_request("invalid_profile_id", e.to_string()).error_response()
+        }
     };
     if let Err(e) = who.may_act_as(Role::Rider, id.as_str()) {
         return ApiError::from(e).error_response();

@@ -315,7 +315,9 @@ impl RedisStore {
         now: i64,
         s: &IngestSettings,
     ) -> Result<StoreVerdict, StoreError> {
-        let verdicts = self.push_many(Kind::Driver, &[(id.clone(), *r)], now, s).await?;
+        let verdicts = self
+            .push_many(Kind::Driver, &[(id.clone(), *r)], now, s)
+            .await?;
         verdicts
             .into_iter()
             .next()

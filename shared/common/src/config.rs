@@ -98,7 +98,7 @@ impl Default for PeopleSettings {
             page_size: 20,
             page_size_max: 50,
             not_seen_for_s: 7 * 86_400,
-            max_examined: 20_000,
+            max_examined: 5_000,
             max_list: 200,
         }
     }

@@ -28,9 +28,7 @@ fn all_pages(
     let mut after: Option<PageKey> = None;
     let mut keys = Vec::new();
     loop {
-        let page = ix.nearest_page(at, k, filter, max_m, after.as_ref(), |n| {
-            keep(&n.entry.id)
-        });
+        let page = ix.nearest_page(at, k, filter, max_m, after.as_ref(), |n| keep(&n.entry.id));
         assert!(page.len() <= k);
         let Some((_, last)) = page.last() else { break };
         after = Some(last.clone());
@@ -51,13 +49,22 @@ fn pages_cover_every_match_once_in_distance_then_id_order() {
         } else {
             centre.destination(rng.random_range(0.0..360.0), rng.random_range(0.0..4_000.0))
         };
-        let kind = if i % 7 == 0 { Kind::Driver } else { Kind::Profile };
+        let kind = if i % 7 == 0 {
+            Kind::Driver
+        } else {
+            Kind::Profile
+        };
         points.push((format!("e{i}"), p, kind));
     }
     let ix = index_with(&points);
     let filter = Filter::any().kind(Kind::Profile);
     let keep = |id: &EntryId| !id.as_str().ends_with('3');
-    for (k, max_m) in [(1, Some(1_500.0)), (7, None), (20, Some(3_000.0)), (64, None)] {
+    for (k, max_m) in [
+        (1, Some(1_500.0)),
+        (7, None),
+        (20, Some(3_000.0)),
+        (64, None),
+    ] {
         let keys = all_pages(&ix, &centre, k, &filter, max_m, keep);
         for w in keys.windows(2) {
             assert!(

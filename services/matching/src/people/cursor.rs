@@ -20,7 +20,8 @@ pub fn decode(s: &str) -> Result<PageKey, PeopleError> {
     if s.len() < 18 || s.len() % 2 != 0 || s.len() > 16 + 2 * geomatch_index::entry::MAX_ID_LEN {
         return Err(bad());
     }
-    let d2 = f64::from_bits(u64::from_str_radix(s.get(..16).ok_or_else(bad)?, 16).map_err(|_| bad())?);
+    let d2 =
+        f64::from_bits(u64::from_str_radix(s.get(..16).ok_or_else(bad)?, 16).map_err(|_| bad())?);
     if !d2.is_finite() || d2 < 0.0 {
         return Err(bad());
     }
@@ -46,7 +47,13 @@ mod tests {
             id: EntryId::parse("p-42.x").unwrap(),
         };
         assert_eq!(decode(&encode(&key)), Ok(key));
-        for bad in ["", "zz", "00000000000000007", "7ff0000000000000aa", "000000000000000020"] {
+        for bad in [
+            "",
+            "zz",
+            "00000000000000007",
+            "7ff0000000000000aa",
+            "000000000000000020",
+        ] {
             assert_eq!(decode(bad), Err(PeopleError::Cursor), "{bad}");
         }
     }

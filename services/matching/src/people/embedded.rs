@@ -80,7 +80,11 @@ impl Embedded {
     }
 
     pub fn profile(&self, id: &EntryId) -> Option<Arc<Profile>> {
-        self.state.read().profiles.get(id).map(|s| s.profile.clone())
+        self.state
+            .read()
+            .profiles
+            .get(id)
+            .map(|s| s.profile.clone())
     }
 
     pub fn set_premium(&self, id: &EntryId, premium: bool) -> Option<Profile> {
@@ -163,7 +167,10 @@ impl Embedded {
             .iter()
             .filter_map(|(id, at)| Some((st.profiles.get(id)?.profile.clone(), *at)))
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.profile_id.cmp(&b.0.profile_id)));
+        out.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.profile_id.cmp(&b.0.profile_id))
+        });
         out.truncate(max);
         out
     }
@@ -194,7 +201,11 @@ impl Embedded {
     }
 
     pub fn likes_count(&self, me: &EntryId) -> usize {
-        self.state.read().people.get(me).map_or(0, |p| p.likers.len())
+        self.state
+            .read()
+            .people
+            .get(me)
+            .map_or(0, |p| p.likers.len())
     }
 
     /// Who liked this person (not swiped back yet), newest first, at most `max`.
@@ -208,7 +219,10 @@ impl Embedded {
             .iter()
             .filter_map(|(id, (at, sup))| Some((st.profiles.get(id)?.profile.clone(), *at, *sup)))
             .collect();
-        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.profile_id.cmp(&b.0.profile_id)));
+        out.sort_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then_with(|| a.0.profile_id.cmp(&b.0.profile_id))
+        });
         out.truncate(max);
         out
     }
@@ -220,7 +234,11 @@ impl Embedded {
             st.profiles.insert(id, Stored::new(p));
         }
         for (me, target, action) in swipes {
-            st.people.entry(me).or_default().swiped.insert(target, action);
+            st.people
+                .entry(me)
+                .or_default()
+                .swiped
+                .insert(target, action);
         }
     }
 }

@@ -307,19 +307,22 @@ impl People {
             .ok_or_else(|| PeopleError::ProfileRequired(me.to_string()))?;
         let at = self.position_of(me)?;
         let person = st.people.get(me);
-        let eligible = |n: &Neighbor| -> Option<&embedded::Stored> {
+        // Exclusions first: a hash-set lookup each, however many were swiped.
+        let excluded = |n: &Neighbor| {
             let id = &n.entry.id;
-            if n.entry.updated_at_ms < ctx.fresh_since_ms
+            n.entry.updated_at_ms < ctx.fresh_since_ms
                 || id == me
                 || person.is_some_and(|p| p.excludes(id))
-            {
-                return None;
-            }
-            let them = st.profiles.get(id)?;
+        };
+        let fits = |n: &Neighbor| -> Option<&embedded::Stored> {
+            let them = st.profiles.get(&n.entry.id)?;
             mine.prefs
                 .mutual(&them.prefs, n.distance_m, ctx.today)
                 .then_some(them)
         };
+        let eligible = |n: &Neighbor| if excluded(n) { None } else { fits(n) };
+        // Only candidates whose preferences had to be tested count towards the cap, so a
+        // viewer who swiped everyone nearby still gets a full page, just later.
         let mut examined = 0usize;
         let cap = self.settings.max_examined;
         let page = self.index.nearest_page(
@@ -329,8 +332,11 @@ impl People {
             Some(mine.prefs.max_m()),
             after.as_ref(),
             |n| {
+                if excluded(n) {
+                    return false;
+                }
                 examined += 1;
-                eligible(n).is_some() || examined > cap
+                fits(n).is_some() || examined > cap
             },
         );
         let exhausted = page.len() < ctx.limit;

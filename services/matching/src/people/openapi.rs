@@ -23,7 +23,9 @@ fn id(name: &str) -> Value {
 /// `paths` entries of people nearby.
 pub fn paths() -> Value {
     let std = |mut responses: Value| {
-        responses["400"] = problem("malformed JSON, query or id (invalid_json, invalid_query, invalid_profile_id)");
+        responses["400"] = problem(
+            "malformed JSON, query or id (invalid_json, invalid_query, invalid_profile_id)",
+        );
         responses["401"] = problem("missing, malformed, forged, expired or wrong-audience token (missing_token, invalid_token, expired_token)");
         responses["403"] = problem("the token may not act as this profile (forbidden): use the profile's own token (role rider, subject = profile id), or service/admin");
         responses["503"] = problem("store_unavailable (Redis mode); see Retry-After");

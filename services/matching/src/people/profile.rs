@@ -123,8 +123,7 @@ impl ProfileBody {
     pub fn validate(self, id: &str, today: u32, now_ms: i64) -> Result<Profile, PeopleError> {
         let name = self.display_name.trim();
         let name_chars = name.chars().count();
-        if name_chars == 0 || name_chars > MAX_NAME_CHARS || name.chars().any(char::is_control)
-        {
+        if name_chars == 0 || name_chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
             return Err(invalid(
                 "invalid_display_name",
                 format!("display_name must be 1 to {MAX_NAME_CHARS} characters, without control characters"),
@@ -155,13 +154,19 @@ impl ProfileBody {
         if self.age_min < MIN_AGE || self.age_max > MAX_AGE || self.age_min > self.age_max {
             return Err(invalid(
                 "invalid_age_range",
-                format!("need {MIN_AGE} ≤ age_min ≤ age_max ≤ {MAX_AGE}, got {}..{}", self.age_min, self.age_max),
+                format!(
+                    "need {MIN_AGE} ≤ age_min ≤ age_max ≤ {MAX_AGE}, got {}..{}",
+                    self.age_min, self.age_max
+                ),
             ));
         }
         if !(1..=MAX_DISTANCE_KM).contains(&self.max_distance_km) {
             return Err(invalid(
                 "invalid_max_distance",
-                format!("max_distance_km must be in 1..={MAX_DISTANCE_KM}, got {}", self.max_distance_km),
+                format!(
+                    "max_distance_km must be in 1..={MAX_DISTANCE_KM}, got {}",
+                    self.max_distance_km
+                ),
             ));
         }
         if self.bio.chars().count() >= BIO_CHARS_UNDER {
@@ -282,20 +287,106 @@ mod tests {
             Err(PeopleError::Invalid { code, .. }) => code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code(ProfileBody { display_name: "  ".into(), ..body() }), "invalid_display_name");
-        assert_eq!(code(ProfileBody { display_name: "x".repeat(51), ..body() }), "invalid_display_name");
-        assert_eq!(code(ProfileBody { birth_date: "1998-02-30".into(), ..body() }), "invalid_birth_date");
-        assert_eq!(code(ProfileBody { birth_date: "2008-11-22".into(), ..body() }), "invalid_birth_date");
-        assert_eq!(code(ProfileBody { interested_in: vec![], ..body() }), "invalid_interested_in");
-        assert_eq!(code(ProfileBody { interested_in: vec![Gender::Man, Gender::Man], ..body() }), "invalid_interested_in");
-        assert_eq!(code(ProfileBody { age_min: 17, ..body() }), "invalid_age_range");
-        assert_eq!(code(ProfileBody { age_min: 40, age_max: 30, ..body() }), "invalid_age_range");
-        assert_eq!(code(ProfileBody { max_distance_km: 0, ..body() }), "invalid_max_distance");
-        assert_eq!(code(ProfileBody { max_distance_km: 161, ..body() }), "invalid_max_distance");
-        assert_eq!(code(ProfileBody { bio: "é".repeat(400), ..body() }), "invalid_bio");
-        assert_eq!(code(ProfileBody { photos: vec!["https://a.example/x".into(); 10], ..body() }), "invalid_photos");
-        for bad in ["http://a.example/x", "https://", "https://a b", "ftp://a", "https:///x"] {
-            assert_eq!(code(ProfileBody { photos: vec![bad.into()], ..body() }), "invalid_photos", "{bad}");
+        assert_eq!(
+            code(ProfileBody {
+                display_name: "  ".into(),
+                ..body()
+            }),
+            "invalid_display_name"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                display_name: "x".repeat(51),
+                ..body()
+            }),
+            "invalid_display_name"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                birth_date: "1998-02-30".into(),
+                ..body()
+            }),
+            "invalid_birth_date"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                birth_date: "2008-11-22".into(),
+                ..body()
+            }),
+            "invalid_birth_date"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                interested_in: vec![],
+                ..body()
+            }),
+            "invalid_interested_in"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                interested_in: vec![Gender::Man, Gender::Man],
+                ..body()
+            }),
+            "invalid_interested_in"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                age_min: 17,
+                ..body()
+            }),
+            "invalid_age_range"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                age_min: 40,
+                age_max: 30,
+                ..body()
+            }),
+            "invalid_age_range"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                max_distance_km: 0,
+                ..body()
+            }),
+            "invalid_max_distance"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                max_distance_km: 161,
+                ..body()
+            }),
+            "invalid_max_distance"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                bio: "é".repeat(400),
+                ..body()
+            }),
+            "invalid_bio"
+        );
+        assert_eq!(
+            code(ProfileBody {
+                photos: vec!["https://a.example/x".into(); 10],
+                ..body()
+            }),
+            "invalid_photos"
+        );
+        for bad in [
+            "http://a.example/x",
+            "https://",
+            "https://a b",
+            "ftp://a",
+            "https:///x",
+        ] {
+            assert_eq!(
+                code(ProfileBody {
+                    photos: vec![bad.into()],
+                    ..body()
+                }),
+                "invalid_photos",
+                "{bad}"
+            );
         }
     }
 
@@ -336,10 +427,16 @@ mod tests {
         // Bo's 5 km limit binds although Ana accepts 10 km.
         assert!(!a.mutual(&b, 6_000.0, TODAY));
         // Ana wants 25–35: a 24-year-old man is out, though he would accept her.
-        let young = Profile { birth_date: "2002-06-01".into(), ..bo.clone() };
+        let young = Profile {
+            birth_date: "2002-06-01".into(),
+            ..bo.clone()
+        };
         assert!(!a.mutual(&young.prefs(), 1_000.0, TODAY));
         // Bo wants women: a man interested in men is out both ways.
-        let other = Profile { interested_in: vec![Gender::Man], ..bo.clone() };
+        let other = Profile {
+            interested_in: vec![Gender::Man],
+            ..bo.clone()
+        };
         assert!(!a.mutual(&other.prefs(), 1_000.0, TODAY));
         // Ana too old for Bo's range.
         let picky = Profile { age_max: 27, ..bo };

@@ -148,7 +148,11 @@ impl RedisPeople {
         .unwrap_or_else(|_| Err(unavailable(format!("no answer within {CALL_TIMEOUT:?}"))))
     }
 
-    pub async fn put_profile(&self, id: &EntryId, profile: &Profile) -> Result<Profile, PeopleError> {
+    pub async fn put_profile(
+        &self,
+        id: &EntryId,
+        profile: &Profile,
+    ) -> Result<Profile, PeopleError> {
         let json = serde_json::to_string(profile).map_err(unavailable)?;
         let k = key(id.as_str(), "profile");
         let (premium,): (Option<String>,) = self
@@ -186,7 +190,11 @@ impl RedisPeople {
         Ok(parse_profile(json, premium))
     }
 
-    pub async fn set_premium(&self, id: &EntryId, premium: bool) -> Result<Option<Profile>, PeopleError> {
+    pub async fn set_premium(
+        &self,
+        id: &EntryId,
+        premium: bool,
+    ) -> Result<Option<Profile>, PeopleError> {
         let k = key(id.as_str(), "profile");
         let flag = if premium { "1" } else { "0" };
         let done: i64 = self
@@ -210,16 +218,27 @@ impl RedisPeople {
 
     /// For each candidate, its profile, or `None` when the viewer swiped it, either blocked
     /// the other, or it has no profile: one round trip for the whole batch.
-    pub async fn screen(&self, me: &EntryId, ids: &[EntryId]) -> Result<Vec<Option<Profile>>, PeopleError> {
+    pub async fn screen(
+        &self,
+        me: &EntryId,
+        ids: &[EntryId],
+    ) -> Result<Vec<Option<Profile>>, PeopleError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         let names: Vec<&str> = ids.iter().map(EntryId::as_str).collect();
-        pipe.cmd("SMISMEMBER").arg(key(me.as_str(), "swiped")).arg(&names);
-        pipe.cmd("SMISMEMBER").arg(key(me.as_str(), "hidden")).arg(&names);
+        pipe.cmd("SMISMEMBER")
+            .arg(key(me.as_str(), "swiped"))
+            .arg(&names);
+        pipe.cmd("SMISMEMBER")
+            .arg(key(me.as_str(), "hidden"))
+            .arg(&names);
         for id in &names {
-            pipe.cmd("HMGET").arg(key(id, "profile")).arg("json").arg("premium");
+            pipe.cmd("HMGET")
+                .arg(key(id, "profile"))
+                .arg("json")
+                .arg("premium");
         }
         let replies: Vec<Value> = self
             .call(|mut c| async move { pipe.query_async(&mut c).await })
@@ -235,7 +254,11 @@ impl RedisPeople {
             let (json, premium): (Option<String>, Option<String>) =
                 redis::from_redis_value(it.next().unwrap_or(Value::Nil)).map_err(unavailable)?;
             let excluded = swiped.get(i) == Some(&1) || hidden.get(i) == Some(&1);
-            out.push(if excluded { None } else { parse_profile(json, premium) });
+            out.push(if excluded {
+                None
+            } else {
+                parse_profile(json, premium)
+            });
         }
         Ok(out)
     }
@@ -284,8 +307,16 @@ impl RedisPeople {
             "hidden" => Ok(SwipeVerdict::Hidden),
             "matched" => {
                 let mut pipe = redis::pipe();
-                pipe.cmd("ZADD").arg(key(m, "matches")).arg(now_ms).arg(t).ignore();
-                pipe.cmd("ZADD").arg(key(t, "matches")).arg(now_ms).arg(m).ignore();
+                pipe.cmd("ZADD")
+                    .arg(key(m, "matches"))
+                    .arg(now_ms)
+                    .arg(t)
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg(key(t, "matches"))
+                    .arg(now_ms)
+                    .arg(m)
+                    .ignore();
                 pipe.cmd("ZREM").arg(key(t, "likers")).arg(m).ignore();
                 pipe.cmd("SREM").arg(key(t, "superlikers")).arg(m).ignore();
                 self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
@@ -301,7 +332,11 @@ impl RedisPeople {
                     .key(key(t, "superlikers"))
                     .arg(m)
                     .arg(now_ms)
-                    .arg(if action == Action::Superlike { "1" } else { "0" });
+                    .arg(if action == Action::Superlike {
+                        "1"
+                    } else {
+                        "0"
+                    });
                 let _: i64 = self
                     .call(|mut c| async move { liked.invoke_async(&mut c).await })
                     .await?;
@@ -318,7 +353,10 @@ impl RedisPeople {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.cmd("HMGET").arg(key(id, "profile")).arg("json").arg("premium");
+            pipe.cmd("HMGET")
+                .arg(key(id, "profile"))
+                .arg("json")
+                .arg("premium");
         }
         let rows: Vec<(Option<String>, Option<String>)> = self
             .call(|mut c| async move { pipe.query_async(&mut c).await })
@@ -330,7 +368,11 @@ impl RedisPeople {
             .collect())
     }
 
-    pub async fn matches(&self, me: &EntryId, max: usize) -> Result<Vec<(Profile, i64)>, PeopleError> {
+    pub async fn matches(
+        &self,
+        me: &EntryId,
+        max: usize,
+    ) -> Result<Vec<(Profile, i64)>, PeopleError> {
         let k = key(me.as_str(), "matches");
         let listed: Vec<(String, i64)> = self
             .call(|mut c| async move {
@@ -347,7 +389,9 @@ impl RedisPeople {
         // The pair hash is the truth: a match ended meanwhile is not listed.
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HEXISTS").arg(pair_key(me.as_str(), id)).arg("matched");
+            pipe.cmd("HEXISTS")
+                .arg(pair_key(me.as_str(), id))
+                .arg("matched");
         }
         let live: Vec<bool> = if ids.is_empty() {
             Vec::new()
@@ -368,12 +412,22 @@ impl RedisPeople {
         let pk = pair_key(me.as_str(), other.as_str());
         let removed: i64 = self
             .call(|mut c| async move {
-                redis::cmd("HDEL").arg(&pk).arg("matched").query_async(&mut c).await
+                redis::cmd("HDEL")
+                    .arg(&pk)
+                    .arg("matched")
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(key(me.as_str(), "matches")).arg(other.as_str()).ignore();
-        pipe.cmd("ZREM").arg(key(other.as_str(), "matches")).arg(me.as_str()).ignore();
+        pipe.cmd("ZREM")
+            .arg(key(me.as_str(), "matches"))
+            .arg(other.as_str())
+            .ignore();
+        pipe.cmd("ZREM")
+            .arg(key(other.as_str(), "matches"))
+            .arg(me.as_str())
+            .ignore();
         self.call(|mut c| async move { pipe.query_async::<()>(&mut c).await })
             .await?;
         Ok(removed == 1)
@@ -403,7 +457,11 @@ impl RedisPeople {
             .await
     }
 
-    pub async fn likes(&self, me: &EntryId, max: usize) -> Result<Vec<(Profile, i64, bool)>, PeopleError> {
+    pub async fn likes(
+        &self,
+        me: &EntryId,
+        max: usize,
+    ) -> Result<Vec<(Profile, i64, bool)>, PeopleError> {
         let k = key(me.as_str(), "likers");
         let listed: Vec<(String, i64)> = self
             .call(|mut c| async move {
@@ -424,7 +482,11 @@ impl RedisPeople {
         let ids2 = ids.clone();
         let sup: Vec<i64> = self
             .call(|mut c| async move {
-                redis::cmd("SMISMEMBER").arg(&sk).arg(&ids2).query_async(&mut c).await
+                redis::cmd("SMISMEMBER")
+                    .arg(&sk)
+                    .arg(&ids2)
+                    .query_async(&mut c)
+                    .await
             })
             .await?;
         let mut profiles = self.profiles_of(&ids).await?;
@@ -444,7 +506,14 @@ mod tests {
     fn a_pair_has_one_key_whoever_asks_and_a_person_one_tag() {
         assert_eq!(pair_key("b", "a"), pair_key("a", "b"));
         assert_eq!(pair_key("a", "b"), "gm:{pair:a|b}");
-        for what in ["swiped", "hidden", "likers", "superlikers", "matches", "profile"] {
+        for what in [
+            "swiped",
+            "hidden",
+            "likers",
+            "superlikers",
+            "matches",
+            "profile",
+        ] {
             assert!(key("p1", what).starts_with("gm:{p:p1}:"));
         }
         assert!(quota_key("p1", 20_261_121).starts_with("gm:{p:p1}:"));

@@ -9,10 +9,10 @@ use geomatch_common::error::ApiError;
 use geomatch_index::EntryId;
 use serde::Deserialize;
 
+use super::date::now_ms;
 use super::error::{profile_id, PeopleError};
 use super::profile::ProfileBody;
 use super::{BlockBody, People, PremiumBody, SwipeBody};
-use super::date::now_ms;
 
 type State = web::Data<People>;
 
@@ -63,7 +63,9 @@ pub async fn put_profile(
     body: web::Json<ProfileBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = own(&who, &path)?;
-    Ok(answer(people.put_profile(&id, body.into_inner(), now_ms()).await))
+    Ok(answer(
+        people.put_profile(&id, body.into_inner(), now_ms()).await,
+    ))
 }
 
 /// `GET /v1/profiles/{profile_id}`: the owner's full view.
@@ -85,7 +87,9 @@ pub async fn put_premium(
 ) -> Result<HttpResponse, ApiError> {
     who.require(&[Role::Service, Role::Admin])?;
     let id = profile_id(&path)?;
-    Ok(answer(people.set_premium(&id, body.premium, now_ms()).await))
+    Ok(answer(
+        people.set_premium(&id, body.premium, now_ms()).await,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
