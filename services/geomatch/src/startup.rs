@@ -15,6 +15,7 @@ use location_ingest::{
     ingest::now_ms, metrics::IngestMetrics, store::RedisStore, stream::Hub, Ingest, Store,
 };
 use matching::book::{Book, MemoryBook};
+use matching::people::{People, PeopleStore};
 use matching::redis_book::{RedisBook, RedisNotifier};
 use matching::{metrics::MatchingMetrics, Dispatcher, Notifier};
 
@@ -51,6 +52,7 @@ impl Services {
         // `/v1/drivers/{driver_id}`.
         if self.includes_matching() {
             matching::configure(cfg, state.dispatcher.clone());
+            matching::people::configure(cfg, state.people.clone());
         }
         if self.includes_ingest() {
             location_ingest::configure(cfg, state.ingest.clone(), state.hub.clone());
@@ -84,6 +86,12 @@ impl Services {
             if let serde_json::Value::Object(s) = matching::openapi::schemas() {
                 schemas.extend(s);
             }
+            if let serde_json::Value::Object(p) = matching::people::openapi::paths() {
+                paths.extend(p);
+            }
+            if let serde_json::Value::Object(s) = matching::people::openapi::schemas() {
+                schemas.extend(s);
+            }
         }
         if self.includes_eta_pricing() {
             if let serde_json::Value::Object(p) = eta_pricing::openapi::paths() {
@@ -112,6 +120,7 @@ struct ServiceState {
     hub: web::Data<Hub>,
     dispatcher: web::Data<Arc<Dispatcher>>,
     pricing: web::Data<EtaPricing>,
+    people: web::Data<People>,
 }
 
 /// Dispatch verifies quotes with, and reports demand to, eta-pricing in the same process.
@@ -244,11 +253,30 @@ impl Application {
                 (Store::Redis(redis), readiness)
             }
         };
+        let people_store = match &store {
+            Store::Embedded => PeopleStore::Embedded(Default::default()),
+            // People nearby shares the process's Redis pool.
+            Store::Redis(redis) => PeopleStore::Redis(matching::people::redis::RedisPeople::new(
+                redis.pool().clone(),
+            )),
+        };
+        let people = web::Data::new(People::new(
+            index.clone(),
+            people_store,
+            settings.people.clone(),
+        ));
         let mut background = Vec::new();
         let redis_pool = match &store {
             Store::Redis(redis) => Some(redis.pool().clone()),
             Store::Embedded => None,
         };
+        background.push(tokio::spawn(people_sweep(
+            people.clone().into_inner(),
+            match &store {
+                Store::Redis(redis) => Some(redis.clone()),
+                Store::Embedded => None,
+            },
+        )));
         if let Store::Redis(redis) = &store {
             // This process's index follows the shared state (snapshot, then the streams).
             let follower = Follower::new(
@@ -348,6 +376,7 @@ impl Application {
                 hub,
                 dispatcher: web::Data::new(dispatcher),
                 pricing,
+                people,
             },
             openapi: web::Data::new(services.openapi()),
         };
@@ -458,6 +487,27 @@ async fn pricing_sync(pricing: Arc<EtaPricing>, interval_ms: u64) {
         tick.tick().await;
         if let Err(e) = pricing.sync(now_ms()).await {
             tracing::warn!(error = %e, "pricing sync with Redis failed; retrying next interval");
+        }
+    }
+}
+
+/// Once a minute: profiles not seen for `people.not_seen_for_s` leave this process's index
+/// (and, in Redis mode, the profiles' seen sets; their state expires by TTL).
+async fn people_sweep(people: Arc<People>, redis: Option<Arc<RedisStore>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let gone = people.evict_stale(now);
+        if gone > 0 {
+            tracing::info!(profiles = gone, "stale profiles left the index");
+        }
+        if let Some(redis) = &redis {
+            let cutoff = now - people.settings().not_seen_for_s as i64 * 1000;
+            if let Err(e) = redis.trim_profiles_seen(cutoff).await {
+                tracing::warn!(error = %e, "trimming the profiles' seen sets failed");
+            }
         }
     }
 }

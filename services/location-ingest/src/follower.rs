@@ -2,7 +2,9 @@
 //! every replica of every service (matching, eta-pricing, other ingest replicas) answers
 //! from the same drivers. On start a snapshot (every driver hash), then the location
 //! streams tailed from where the snapshot began; events already applied are dropped by the
-//! index's own ordering (seq, then device time). Lag is exported as a gauge.
+//! index's own ordering (seq, then device time). Lag is exported as a gauge. Drivers and
+//! people-nearby profiles have their own keys and streams ([`KINDS`]); an event's kind is
+//! its stream's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use prometheus::{IntCounter, IntGauge};
 use redis::streams::StreamReadReply;
 
 use crate::ingest::now_ms;
-use crate::store::{status_from, stream_key, SHARDS};
+use crate::store::{status_from, KindKeys, KINDS, SHARDS};
 
 /// Entries read per stream per call.
 const READ_COUNT: usize = 1_000;
@@ -83,10 +85,15 @@ impl Follower {
             })?;
         // Where each stream ends now: everything after it is tailed, everything before
         // is in the snapshot.
-        let mut ids = Vec::with_capacity(SHARDS as usize);
-        for shard in 0..SHARDS {
+        // Every stream of every kind: (key, kind).
+        let streams: Vec<(String, Kind)> = KINDS
+            .iter()
+            .flat_map(|k| (0..SHARDS).map(move |shard| (k.stream(shard), k.kind)))
+            .collect();
+        let mut ids = Vec::with_capacity(streams.len());
+        for (stream, _) in &streams {
             let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
-                .arg(stream_key(shard))
+                .arg(stream)
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
@@ -103,7 +110,7 @@ impl Follower {
             drivers = loaded,
             "replica snapshot loaded; tailing the location streams"
         );
-        let keys: Vec<String> = (0..SHARDS).map(stream_key).collect();
+        let keys: Vec<String> = streams.iter().map(|(k, _)| k.clone()).collect();
         loop {
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -120,6 +127,7 @@ impl Follower {
                 let Some(shard) = keys.iter().position(|k| *k == stream.key) else {
                     continue;
                 };
+                let kind = streams[shard].1;
                 for event in stream.ids {
                     let map: HashMap<String, String> = event
                         .map
@@ -130,7 +138,7 @@ impl Follower {
                                 .map(|v| (k.clone(), v))
                         })
                         .collect();
-                    self.apply(&map);
+                    self.apply(kind, &map);
                     ids[shard] = event.id;
                 }
             }
@@ -139,9 +147,13 @@ impl Follower {
 
     async fn snapshot(&self, conn: &mut deadpool_redis::Connection) -> redis::RedisResult<usize> {
         let mut loaded = 0;
-        for shard in 0..SHARDS {
-            let pattern = format!("gm:{{s{shard}}}:drv:*");
-            let prefix = format!("gm:{{s{shard}}}:drv:");
+        for (keys, shard) in KINDS
+            .iter()
+            .flat_map(|k| (0..SHARDS).map(move |shard| (k, shard)))
+        {
+            let KindKeys { kind, prefix, .. } = *keys;
+            let pattern = format!("gm:{{s{shard}}}:{prefix}:*");
+            let prefix = format!("gm:{{s{shard}}}:{prefix}:");
             let mut cursor: u64 = 0;
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -171,12 +183,12 @@ impl Follower {
                     let mut m = h;
                     m.insert("id".into(), id.to_owned());
                     m.insert("type".into(), "location".into());
-                    if self.apply(&m) {
+                    if self.apply(kind, &m) {
                         loaded += 1;
                         if let Some(status) = m.get("status").cloned() {
                             m.insert("type".into(), "status".into());
                             m.insert("status".into(), status);
-                            self.apply(&m);
+                            self.apply(kind, &m);
                         }
                     }
                 }
@@ -190,7 +202,7 @@ impl Follower {
     }
 
     /// Applies one event (or snapshot row); true when it was understood.
-    fn apply(&self, m: &HashMap<String, String>) -> bool {
+    fn apply(&self, kind: Kind, m: &HashMap<String, String>) -> bool {
         let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
             return false;
         };
@@ -209,7 +221,7 @@ impl Follower {
                 let update = Update {
                     seq: field(m, "seq").and_then(|v| v.parse().ok()),
                     device_ts_ms: field(m, "ts").and_then(|v| v.parse().ok()),
-                    ..Update::moved(id, Kind::Driver, position, at)
+                    ..Update::moved(id, kind, position, at)
                 };
                 self.index.upsert(&update).is_ok()
             }

@@ -8,8 +8,8 @@ use actix_web::http::StatusCode;
 use geomatch_common::config::IngestSettings;
 use geomatch_common::error::ErrorCode;
 use geomatch_index::{
-    Attributes, Entry, EntryId, IdError, Index, IndexError, Kind, Position, Previous, Status,
-    Update, Upserted,
+    Attributes, Entry, EntryId, Filter, IdError, Index, IndexError, Kind, Position, Previous,
+    Status, Update, Upserted,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -227,17 +227,37 @@ impl Ingest {
 
     /// One location report for one driver.
     pub async fn push(&self, id: &EntryId, body: &LocationBody) -> Result<Outcome, IngestError> {
+        self.push_as(Kind::Driver, id, body).await
+    }
+
+    /// One location report for one driver or people-nearby profile: the same rules
+    /// (validation, rate limit, ordering, plausibility) for both kinds.
+    pub async fn push_as(
+        &self,
+        kind: Kind,
+        id: &EntryId,
+        body: &LocationBody,
+    ) -> Result<Outcome, IngestError> {
         // One path for one report and many: a single report is a batch of one.
-        self.push_many(&[(id.clone(), body.clone())])
+        self.push_many_as(kind, &[(id.clone(), body.clone())])
             .await
             .pop()
             .unwrap_or(Err(IngestError::Unavailable("no verdict".into())))
     }
 
-    /// Many reports at once (a batch request): one result per report, in order. In Redis
-    /// mode the valid ones go to Redis in one pipeline.
+    /// Many driver reports at once (a batch request): one result per report, in order. In
+    /// Redis mode the valid ones go to Redis in one pipeline.
     pub async fn push_many(
         &self,
+        reports: &[(EntryId, LocationBody)],
+    ) -> Vec<Result<Outcome, IngestError>> {
+        self.push_many_as(Kind::Driver, reports).await
+    }
+
+    /// [`Ingest::push_many`] for entries of `kind`.
+    pub async fn push_many_as(
+        &self,
+        kind: Kind,
         reports: &[(EntryId, LocationBody)],
     ) -> Vec<Result<Outcome, IngestError>> {
         let now = now_ms();
@@ -262,14 +282,14 @@ impl Ingest {
                         .limiter
                         .check(id, now)
                         .map_err(|retry_after_ms| IngestError::RateLimited { retry_after_ms })
-                        .and_then(|()| self.apply_locally(id, r, now, true));
+                        .and_then(|()| self.apply_locally(kind, id, r, now, true));
                     results[*i] = Some(result);
                 }
             }
-            Store::Redis(redis) => match redis.push_many(&valid, now, &self.settings).await {
+            Store::Redis(redis) => match redis.push_many(kind, &valid, now, &self.settings).await {
                 Ok(verdicts) => {
                     for (((id, r), i), v) in valid.iter().zip(&slots).zip(verdicts) {
-                        results[*i] = Some(self.after_redis(id, r, now, v));
+                        results[*i] = Some(self.after_redis(kind, id, r, now, v));
                     }
                 }
                 Err(e) => {
@@ -292,6 +312,7 @@ impl Ingest {
     /// Maps Redis's verdict on a report and, when accepted, updates the local replica.
     fn after_redis(
         &self,
+        kind: Kind,
         id: &EntryId,
         r: &Report,
         now: i64,
@@ -301,7 +322,7 @@ impl Ingest {
             StoreVerdict::Accepted => {
                 // Redis has ordered it; the local replica follows (its own ordering
                 // check only drops what the stream already delivered).
-                let _ = self.apply_locally(id, r, now, false);
+                let _ = self.apply_locally(kind, id, r, now, false);
                 Ok(Outcome::Accepted)
             }
             StoreVerdict::Stale => Ok(Outcome::Stale),
@@ -318,6 +339,7 @@ impl Ingest {
     /// Applies a report to the in-process index, with the plausibility check when asked.
     fn apply_locally(
         &self,
+        kind: Kind,
         id: &EntryId,
         r: &Report,
         now: i64,
@@ -325,7 +347,7 @@ impl Ingest {
     ) -> Result<Outcome, IngestError> {
         let update = Update {
             id: id.clone(),
-            kind: Kind::Driver,
+            kind,
             position: r.position,
             seq: r.seq,
             device_ts_ms: r.device_ts_ms,
@@ -345,7 +367,9 @@ impl Ingest {
         self.metrics.index_size.set(self.index.len() as i64);
         match result.map_err(index_error)? {
             Upserted::Moved { previous } => {
-                if let Some(observe) = &self.move_observer {
+                // Road speeds are learned from drivers only.
+                if let Some(observe) = self.move_observer.as_ref().filter(|_| kind == Kind::Driver)
+                {
                     let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
                         (Some(a), Some(b)) => b - a,
                         _ => now - previous.updated_at_ms,
@@ -476,7 +500,10 @@ impl Ingest {
         self.last_sweep_ms
             .store(now, std::sync::atomic::Ordering::Relaxed);
         let cutoff = now - (self.settings.ttl_s * 1000) as i64;
-        let local = self.index.evict_older_than(cutoff);
+        // Profiles go stale on people nearby's own, much longer clock.
+        let local = self
+            .index
+            .evict_older_than_where(cutoff, &Filter::any().kind(Kind::Driver));
         let mut gone: Vec<(String, i64)> = local
             .iter()
             .map(|e| (e.id.to_string(), e.updated_at_ms))

@@ -47,6 +47,10 @@ pub fn configure(
         )
         .service(web::resource("/v1/locations/batch").route(web::post().to(routes::post_batch)))
         .service(
+            web::resource("/v1/profiles/{profile_id}/location")
+                .route(web::put().to(routes::put_profile_location)),
+        )
+        .service(
             web::resource("/v1/drivers/{driver_id}/status")
                 .route(web::put().to(routes::put_status)),
         )

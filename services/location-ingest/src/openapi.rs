@@ -38,6 +38,21 @@ pub fn paths() -> Value {
                 "503": problem("store_unavailable (Redis mode); see Retry-After"),
             }))
         }},
+        "/v1/profiles/{profile_id}/location": {"put": {
+            "summary": "Push a people-nearby profile's location (kind profile in the index)",
+            "description": "The same rules as a driver's report (validation, rate limit, ordering, plausibility). The token is the person's own (role rider, subject = profile id), or service/admin.",
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "profile_id", "in": "path", "required": true,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Location"}}}},
+            "responses": auth_errors(json!({
+                "200": ok("PushAnswer"),
+                "400": problem("malformed JSON or profile id (invalid_json, invalid_profile_id)"),
+                "422": problem("invalid_latitude, invalid_longitude, invalid_heading, invalid_speed, invalid_accuracy, timestamp_in_future, invalid_timestamp, invalid_seq, implausible_jump, invalid_body"),
+                "429": problem("rate_limited; see Retry-After"),
+                "503": problem("store_unavailable (Redis mode); see Retry-After"),
+            }))
+        }},
         "/v1/locations/batch": {"post": {
             "summary": "Push many reports at once (fleet gateways); one result per item",
             "security": [{"bearer": []}],

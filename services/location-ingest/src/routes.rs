@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ingest::{driver_id, Ingest, IngestError, Outcome, StatusBody};
 use crate::report::LocationBody;
-use geomatch_index::EntryId;
+use geomatch_index::{EntryId, Kind};
 
 /// `{"result": "accepted" | "stale"}`
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -51,6 +51,31 @@ pub async fn put_location(
         Err(e) => return e.error_response(),
     };
     match ingest.push(&id, &body).await {
+        Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `PUT /v1/profiles/{profile_id}/location`: a people-nearby profile reports where it is.
+/// The same rules as drivers (validation, rate limit, ordering, plausibility); the entry is
+/// kind `profile` in the index. A profile is a person's user account: its token has role
+/// `rider` and the profile id as subject (service and admin may act on any).
+pub async fn put_profile_location(
+    ingest: web::Data<Ingest>,
+    who: Principal,
+    path: web::Path<String>,
+    body: web::Json<LocationBody>,
+) -> HttpResponse {
+    let id = match EntryId::parse(&path) {
+        Ok(id) => id,
+        Err(e) => {
+            return ApiError::bad_request("invalid_profile_id", e.to_string()).error_response()
+        }
+    };
+    if let Err(e) = who.may_act_as(Role::Rider, id.as_str()) {
+        return ApiError::from(e).error_response();
+    }
+    match ingest.push_as(Kind::Profile, &id, &body).await {
         Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
         Err(e) => error_response(e),
     }

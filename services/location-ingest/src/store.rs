@@ -9,6 +9,10 @@
 //! - `gm:{sN}:loc`: stream of location and status events, which the other services tail to
 //!   keep their own index replicas current.
 //!
+//! People-nearby profiles report through the same script under their own keys
+//! (`gm:{sN}:prf:<id>`, `gm:{sN}:pseen`, `gm:{sN}:ploc`; see [`KindKeys`]): the driver
+//! expiry sweep never sees them, and replicas know an event's kind by its stream.
+//!
 //! One script call per update does everything atomically: rate limit, ordering (so that
 //! concurrent ingest replicas never move a driver backwards), plausibility, write, stream
 //! append. The answer is sent only after Redis accepted the write.
@@ -17,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use geomatch_common::config::{IngestSettings, RedisSettings};
-use geomatch_index::{Attributes, EntryId, Status};
+use geomatch_index::{Attributes, EntryId, Kind, Status};
 use redis::Script;
 
 use crate::ingest::DriverView;
@@ -159,6 +163,55 @@ fn shard_of(id: &EntryId) -> u32 {
     h % SHARDS
 }
 
+/// The keys of one kind of entry. Drivers and profiles share the push script but not its
+/// keys: profiles have their own stream (so followers know the kind), their own seen set
+/// (so the driver expiry sweep never claims them) and a longer state TTL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindKeys {
+    pub kind: Kind,
+    /// `drv` or `prf`: the entry hash is `gm:{sN}:<prefix>:<id>`.
+    pub prefix: &'static str,
+    pub seen: &'static str,
+    pub stream: &'static str,
+    pub state_ttl_ms: u64,
+}
+
+/// How long a profile's state outlives its last report (people.not_seen_for_s is at most
+/// this).
+pub const PROFILE_STATE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+pub const KINDS: [KindKeys; 2] = [
+    KindKeys {
+        kind: Kind::Driver,
+        prefix: "drv",
+        seen: "seen",
+        stream: "loc",
+        state_ttl_ms: STATE_TTL_MS,
+    },
+    KindKeys {
+        kind: Kind::Profile,
+        prefix: "prf",
+        seen: "pseen",
+        stream: "ploc",
+        state_ttl_ms: PROFILE_STATE_TTL_MS,
+    },
+];
+
+impl KindKeys {
+    pub fn of(kind: Kind) -> KindKeys {
+        KINDS[kind as usize]
+    }
+    pub fn entry(&self, id: &EntryId) -> String {
+        format!("gm:{{s{}}}:{}:{}", shard_of(id), self.prefix, id)
+    }
+    pub fn seen(&self, shard: u32) -> String {
+        format!("gm:{{s{shard}}}:{}", self.seen)
+    }
+    pub fn stream(&self, shard: u32) -> String {
+        format!("gm:{{s{shard}}}:{}", self.stream)
+    }
+}
+
 pub fn driver_key(id: &EntryId) -> String {
     format!("gm:{{s{}}}:drv:{}", shard_of(id), id)
 }
@@ -262,7 +315,9 @@ impl RedisStore {
         now: i64,
         s: &IngestSettings,
     ) -> Result<StoreVerdict, StoreError> {
-        let verdicts = self.push_many(&[(id.clone(), *r)], now, s).await?;
+        let verdicts = self
+            .push_many(Kind::Driver, &[(id.clone(), *r)], now, s)
+            .await?;
         verdicts
             .into_iter()
             .next()
@@ -273,6 +328,7 @@ impl RedisStore {
     /// batch request does. Verdicts come back in the order of `reports`.
     pub async fn push_many(
         &self,
+        kind: Kind,
         reports: &[(EntryId, Report)],
         now: i64,
         s: &IngestSettings,
@@ -280,14 +336,15 @@ impl RedisStore {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
+        let keys = KindKeys::of(kind);
         let invocations: Vec<_> = reports
             .iter()
             .map(|(id, r)| {
                 let shard = shard_of(id);
                 let mut inv = self.push.prepare_invoke();
-                inv.key(driver_key(id))
-                    .key(seen_key(shard))
-                    .key(stream_key(shard))
+                inv.key(keys.entry(id))
+                    .key(keys.seen(shard))
+                    .key(keys.stream(shard))
                     .arg(id.as_str())
                     .arg(now)
                     .arg(r.position.lat())
@@ -297,7 +354,7 @@ impl RedisStore {
                     .arg(s.rate_per_s)
                     .arg(s.burst)
                     .arg(s.max_speed_kmh / 3.6)
-                    .arg(STATE_TTL_MS)
+                    .arg(keys.state_ttl_ms)
                     .arg(STREAM_MAXLEN);
                 inv
             })
@@ -394,6 +451,23 @@ impl RedisStore {
             }
         }
         Ok(all)
+    }
+
+    /// Forgets profiles last seen before `cutoff_ms` from the profiles' seen sets (their
+    /// hashes expire by TTL); returns how many.
+    pub async fn trim_profiles_seen(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
+        let keys = KindKeys::of(Kind::Profile);
+        let mut pipe = redis::pipe();
+        for shard in 0..SHARDS {
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(keys.seen(shard))
+                .arg("-inf")
+                .arg(format!("({cutoff_ms}"));
+        }
+        let removed: Vec<usize> = self
+            .call(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        Ok(removed.iter().sum())
     }
 
     /// The stored state of a driver.

@@ -5,6 +5,8 @@
 //! - [`ride`]: ride states, the request body, views, errors with their codes.
 //! - [`dispatch`]: [`Dispatcher`], the offer cycle and its invariants (transport-free).
 //! - [`routes`]: thin HTTP adapters; [`metrics`].
+//! - [`people`]: people nearby (profiles, recommendations, swipes, matches), with its own
+//!   routes ([`people::configure`]) and OpenAPI paths.
 //!
 //! Register each path as one `web::resource` holding all its methods (a wrong method then
 //! gets 405 with `Allow`).
@@ -18,6 +20,7 @@ pub mod book;
 pub mod dispatch;
 pub mod metrics;
 pub mod openapi;
+pub mod people;
 pub mod redis_book;
 pub mod ride;
 pub mod routes;

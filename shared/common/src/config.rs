@@ -60,6 +60,72 @@ pub struct Settings {
     pub eta: EtaSettings,
     /// Products, fares, quotes and surge.
     pub pricing: PricingSettings,
+    /// People nearby: recommendations, swipes, matches and their limits.
+    pub people: PeopleSettings,
+}
+
+/// Most a profile's own `not_seen_for_s` may be: a profile's location outlives its last
+/// report in Redis for this long (location-ingest keeps profile state 30 days).
+pub const MAX_PEOPLE_NOT_SEEN_FOR_S: u64 = 30 * 86_400;
+
+/// Rules of people nearby (recommendations, swipes, matches).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeopleSettings {
+    /// Likes a profile may give per UTC day; above it 429 until the next UTC midnight.
+    pub daily_likes: u32,
+    /// Superlikes per UTC day (their own, smaller budget; they do not use likes).
+    pub daily_superlikes: u32,
+    /// Recommendations per page when the request names no `limit`.
+    pub page_size: usize,
+    /// Most recommendations one page may ask for.
+    pub page_size_max: usize,
+    /// A profile whose location was not reported for this long is not recommended (and
+    /// leaves the index).
+    pub not_seen_for_s: u64,
+    /// Most candidates one recommendations request examines before it answers with what it
+    /// has and a cursor to continue (bounds the work for very picky profiles).
+    pub max_examined: usize,
+    /// Most entries `GET …/matches` and `GET …/likes` list.
+    pub max_list: usize,
+}
+
+impl Default for PeopleSettings {
+    fn default() -> Self {
+        Self {
+            daily_likes: 100,
+            daily_superlikes: 5,
+            page_size: 20,
+            page_size_max: 50,
+            not_seen_for_s: 7 * 86_400,
+            max_examined: 5_000,
+            max_list: 200,
+        }
+    }
+}
+
+impl PeopleSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("people.daily_likes", self.daily_likes, 1, 100_000)?;
+        check_range("people.daily_superlikes", self.daily_superlikes, 0, 1_000)?;
+        if self.daily_superlikes > self.daily_likes {
+            return Err(invalid(
+                "people.daily_superlikes",
+                "must not be above people.daily_likes",
+            ));
+        }
+        check_range("people.page_size_max", self.page_size_max, 1, 200)?;
+        check_range("people.page_size", self.page_size, 1, self.page_size_max)?;
+        check_range(
+            "people.not_seen_for_s",
+            self.not_seen_for_s,
+            1,
+            MAX_PEOPLE_NOT_SEEN_FOR_S,
+        )?;
+        check_range("people.max_examined", self.max_examined, 100, 1_000_000)?;
+        check_range("people.max_list", self.max_list, 1, 10_000)?;
+        Ok(())
+    }
 }
 
 /// Rules of ride dispatch.
@@ -852,6 +918,7 @@ impl Settings {
         self.ingest.validate()?;
         self.matching.validate()?;
         self.eta.validate()?;
+        self.people.validate()?;
         self.pricing
             .validate(&self.ingest.vehicle_classes, self.index.cell_resolution)?;
         self.auth.validate(self.mode)
@@ -1006,6 +1073,36 @@ mod tests {
             assert_eq!(settings.index.bucket_level, 16);
             assert_eq!(settings.log.format, LogFormat::Json);
             assert!(!settings.auth.uses_dev_secret());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn people_limits_are_validated_and_named() {
+        Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("GEOMATCH__PEOPLE__DAILY_LIKES", "30");
+            jail.set_env("GEOMATCH__PEOPLE__DAILY_SUPERLIKES", "2");
+            let settings = load_in(jail, None).expect("valid");
+            assert_eq!(settings.people.daily_likes, 30);
+            assert_eq!(settings.people.daily_superlikes, 2);
+            assert_eq!(settings.people.page_size_max, 50);
+
+            for (key, value, named) in [
+                ("DAILY_LIKES", "0", "people.daily_likes"),
+                ("DAILY_SUPERLIKES", "31", "people.daily_superlikes"),
+                ("PAGE_SIZE_MAX", "0", "people.page_size_max"),
+                ("NOT_SEEN_FOR_S", "0", "people.not_seen_for_s"),
+                ("NOT_SEEN_FOR_S", "9999999999", "people.not_seen_for_s"),
+            ] {
+                jail.set_env(format!("GEOMATCH__PEOPLE__{key}"), value);
+                let e = load_in(jail, None).expect_err(key).to_string();
+                assert!(e.contains(named), "{key}={value}: {e}");
+                jail.set_env("GEOMATCH__PEOPLE__DAILY_SUPERLIKES", "2");
+                jail.set_env("GEOMATCH__PEOPLE__PAGE_SIZE_MAX", "50");
+                jail.set_env("GEOMATCH__PEOPLE__NOT_SEEN_FOR_S", "3600");
+                jail.set_env("GEOMATCH__PEOPLE__DAILY_LIKES", "30");
+            }
             Ok(())
         });
     }

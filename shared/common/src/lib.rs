@@ -37,7 +37,7 @@ pub mod redis;
 pub mod redis_keys;
 pub mod telemetry;
 
-pub use config::{LogFormat, LogSettings, Mode, Settings};
+pub use config::{LogFormat, LogSettings, Mode, PeopleSettings, Settings};
 pub use error::{ApiError, ErrorCode, Problem};
 pub use health::{NotReady, Readiness};
 pub use metrics::Metrics;

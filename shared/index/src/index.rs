@@ -437,11 +437,13 @@ struct Candidate {
     handle: u32,
     packed: Packed,
     cold: Cold,
+    /// Paged queries only: the id, which breaks ties of distance so that the order is total.
+    name: Option<EntryId>,
 }
 
 impl PartialEq for Candidate {
     fn eq(&self, other: &Self) -> bool {
-        self.d2 == other.d2
+        self.cmp(other) == std::cmp::Ordering::Equal
     }
 }
 impl Eq for Candidate {}
@@ -452,7 +454,27 @@ impl PartialOrd for Candidate {
 }
 impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.d2.total_cmp(&other.d2)
+        self.d2
+            .total_cmp(&other.d2)
+            .then_with(|| self.name.cmp(&other.name))
+    }
+}
+
+/// Where a page of [`Index::nearest_page`] ended: the squared chord from the query point and
+/// the id of its last entry. The next page starts strictly after it in (distance, id)
+/// order, so pages never repeat or skip an entry while nothing moves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageKey {
+    /// Squared chord on the unit sphere (exact, unlike a distance in metres recomputed from
+    /// it).
+    pub d2: f64,
+    pub id: EntryId,
+}
+
+impl PageKey {
+    /// Whether (d2, id) comes strictly after this key.
+    fn precedes(&self, d2: f64, id: &EntryId) -> bool {
+        d2 > self.d2 || (d2 == self.d2 && *id > self.id)
     }
 }
 
@@ -466,14 +488,18 @@ struct Knn<'f, F> {
     k: usize,
     max2: f64,
     filter: &'f Filter,
+    /// Asked of candidates that pass the filter and are near enough: handle, squared chord,
+    /// packed word, cold data.
     keep: F,
+    /// Paged queries: the directory, to order ties of distance by id.
+    names: Option<&'f Directory>,
     best: BinaryHeap<Candidate>,
     /// Bit `h % 64` is set for every handle pushed: makes the duplicate check free when it
     /// cannot matter.
     seen: u64,
 }
 
-impl<F: FnMut(u32) -> bool> Knn<'_, F> {
+impl<F: FnMut(u32, f64, Packed, &Cold) -> bool> Knn<'_, F> {
     /// The k-th best squared chord, once there are k.
     fn kth(&self) -> Option<f64> {
         if self.best.len() == self.k {
@@ -483,16 +509,39 @@ impl<F: FnMut(u32) -> bool> Knn<'_, F> {
         }
     }
 
+    /// Whether nothing at squared chord `bound` or beyond can still enter the answer. Paged
+    /// queries order ties by id, so an entry exactly at the k-th distance may still beat it.
+    fn settled(&self, bound: f64) -> bool {
+        self.kth().is_some_and(|d2| {
+            if self.names.is_some() {
+                d2 < bound
+            } else {
+                d2 <= bound
+            }
+        })
+    }
+
+    /// Whether a candidate at `d2` is beaten by the current k-th best.
+    fn beaten(&self, d2: f64, handle: u32) -> bool {
+        let Some(kth) = self.best.peek().filter(|_| self.best.len() == self.k) else {
+            return false;
+        };
+        match (self.names, &kth.name) {
+            (Some(dir), Some(name)) if d2 == kth.d2 => dir.name(handle) >= name,
+            _ => d2 >= kth.d2,
+        }
+    }
+
     fn scan(&mut self, b: &Bucket) {
         for (i, slot) in b.hot.iter().enumerate() {
             if !self.filter.accepts(slot.packed) {
                 continue;
             }
             let d2 = chord2(&slot.xyz, &self.q);
-            if d2 > self.max2 || self.kth().is_some_and(|k2| d2 >= k2) {
+            if d2 > self.max2 || self.beaten(d2, slot.handle) {
                 continue;
             }
-            if !(self.keep)(slot.handle) {
+            if !(self.keep)(slot.handle, d2, slot.packed, &b.cold[i]) {
                 continue;
             }
             let candidate = Candidate {
@@ -500,6 +549,7 @@ impl<F: FnMut(u32) -> bool> Knn<'_, F> {
                 handle: slot.handle,
                 packed: slot.packed,
                 cold: b.cold[i],
+                name: self.names.map(|dir| dir.name(slot.handle).clone()),
             };
             // An entry that moved into a bucket not yet scanned can be met twice; keep its
             // nearer sighting.
@@ -839,13 +889,19 @@ impl Index {
     /// The scan runs under the shared lock; removal takes the exclusive lock in chunks of a
     /// few thousand entries so that queries pause for at most a few hundred microseconds.
     pub fn evict_older_than(&self, cutoff_ms: i64) -> Vec<Entry> {
+        self.evict_older_than_where(cutoff_ms, &Filter::any())
+    }
+
+    /// Like [`Index::evict_older_than`], for entries passing `filter` only (drivers and
+    /// profiles go stale on different clocks).
+    pub fn evict_older_than_where(&self, cutoff_ms: i64, filter: &Filter) -> Vec<Entry> {
         let mut expired: Vec<EntryId> = Vec::new();
         {
             let shape = self.shape.read();
             for b in &shape.spatial.buckets {
                 let b = b.read();
                 for (slot, cold) in b.hot.iter().zip(&b.cold) {
-                    if cold.updated_at_ms < cutoff_ms {
+                    if cold.updated_at_ms < cutoff_ms && filter.accepts(slot.packed) {
                         expired.push(shape.dir.name(slot.handle).clone());
                     }
                 }
@@ -884,7 +940,18 @@ impl Index {
         max_distance_m: Option<f64>,
     ) -> Vec<Neighbor> {
         let shape = self.shape.read();
-        self.nearest_in(&shape, at, k, filter, max_distance_m, |_| true)
+        self.nearest_in(
+            &shape,
+            at,
+            k,
+            filter,
+            max_distance_m,
+            false,
+            |_, _, _, _| true,
+        )
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
     }
 
     /// Like [`Index::nearest`], with an extra predicate on the id, asked only of entries
@@ -899,11 +966,58 @@ impl Index {
         mut keep: impl FnMut(&EntryId) -> bool,
     ) -> Vec<Neighbor> {
         let shape = self.shape.read();
-        self.nearest_in(&shape, at, k, filter, max_distance_m, |h| {
-            keep(shape.dir.name(h))
-        })
+        self.nearest_in(
+            &shape,
+            at,
+            k,
+            filter,
+            max_distance_m,
+            false,
+            |h, _, _, _| keep(shape.dir.name(h)),
+        )
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
     }
 
+    /// One page of a nearest query in the total order (distance, id): the `k` nearest
+    /// entries passing `filter` and `keep` that come strictly after `after` (the key of the
+    /// previous page's last entry), each with its own key. `keep` sees each candidate that
+    /// passes the filter and could make the page, with its distance, and decides on
+    /// anything the index does not hold (preferences, exclusions, freshness).
+    pub fn nearest_page(
+        &self,
+        at: &Position,
+        k: usize,
+        filter: &Filter,
+        max_distance_m: Option<f64>,
+        after: Option<&PageKey>,
+        mut keep: impl FnMut(&Neighbor) -> bool,
+    ) -> Vec<(Neighbor, PageKey)> {
+        let shape = self.shape.read();
+        let keep = |h: u32, d2: f64, packed: Packed, cold: &Cold| {
+            let name = shape.dir.name(h);
+            if after.is_some_and(|a| !a.precedes(d2, name)) {
+                return false;
+            }
+            keep(&Neighbor {
+                entry: entry_of(name.clone(), packed, cold),
+                distance_m: reported_m(d2, at, &cold.position),
+            })
+        };
+        self.nearest_in(&shape, at, k, filter, max_distance_m, true, keep)
+            .into_iter()
+            .map(|(n, d2)| {
+                let key = PageKey {
+                    d2,
+                    id: n.entry.id.clone(),
+                };
+                (n, key)
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn nearest_in(
         &self,
         shape: &Shape,
@@ -911,8 +1025,9 @@ impl Index {
         k: usize,
         filter: &Filter,
         max_distance_m: Option<f64>,
-        keep: impl FnMut(u32) -> bool,
-    ) -> Vec<Neighbor> {
+        paged: bool,
+        keep: impl FnMut(u32, f64, Packed, &Cold) -> bool,
+    ) -> Vec<(Neighbor, f64)> {
         if k == 0 {
             return Vec::new();
         }
@@ -924,6 +1039,7 @@ impl Index {
             max2,
             filter,
             keep,
+            names: paged.then_some(&shape.dir),
             best: BinaryHeap::with_capacity(k.min(1024) + 1),
             seen: 0,
         };
@@ -941,9 +1057,12 @@ impl Index {
         knn.best
             .into_sorted_vec()
             .into_iter()
-            .map(|c| Neighbor {
-                entry: entry_of(shape.dir.name(c.handle).clone(), c.packed, &c.cold),
-                distance_m: reported_m(c.d2, at, &c.cold.position),
+            .map(|c| {
+                let n = Neighbor {
+                    entry: entry_of(shape.dir.name(c.handle).clone(), c.packed, &c.cold),
+                    distance_m: reported_m(c.d2, at, &c.cold.position),
+                };
+                (n, c.d2)
             })
             .collect()
     }
@@ -954,7 +1073,11 @@ impl Index {
     /// directly, with no tree walk, which is what keeps a cache-cold query cheap. Returns
     /// false, having decided nothing, when the block would cross a cube-face edge or grow
     /// past a few rings (sparse areas); the R-tree answers those.
-    fn nearest_by_rings<F: FnMut(u32) -> bool>(&self, shape: &Shape, knn: &mut Knn<'_, F>) -> bool {
+    fn nearest_by_rings<F: FnMut(u32, f64, Packed, &Cold) -> bool>(
+        &self,
+        shape: &Shape,
+        knn: &mut Knn<'_, F>,
+    ) -> bool {
         let grid = bucket::Grid::new(self.level);
         let (face, i0, j0) = grid.cell_of(&knn.q);
         let scan = |knn: &mut Knn<'_, F>, key: BucketKey| {
@@ -969,13 +1092,13 @@ impl Index {
         };
         scan(knn, bucket::Grid::key(face, i0, j0));
         for (bound, key) in grid.neighbours(face, i0, j0, &knn.q) {
-            if bound > knn.max2 || knn.kth().is_some_and(|d2| d2 <= bound) {
+            if bound > knn.max2 || knn.settled(bound) {
                 break;
             }
             scan(knn, key);
         }
         let outside2 = grid.chord2_outside(&block, &knn.q);
-        if outside2 > knn.max2 || knn.kth().is_some_and(|d2| d2 <= outside2) {
+        if outside2 > knn.max2 || knn.settled(outside2) {
             return true;
         }
         for r in 2..=MAX_RINGS {
@@ -986,7 +1109,7 @@ impl Index {
                 scan(knn, key);
             }
             let outside2 = grid.chord2_outside(&block, &knn.q);
-            if outside2 > knn.max2 || knn.kth().is_some_and(|d2| d2 <= outside2) {
+            if outside2 > knn.max2 || knn.settled(outside2) {
                 return true;
             }
         }

@@ -26,7 +26,7 @@ pub use cell::cell_of;
 pub use entry::{Attributes, Entry, EntryId, Filter, IdError, Kind, Neighbor, Status};
 pub use h3o::{CellIndex, Resolution};
 pub use index::{
-    is_stale, polygon_covers, CellCounts, Index, IndexConfig, IndexError, Previous, Update,
-    Upserted, MAX_SEQ,
+    is_stale, polygon_covers, CellCounts, Index, IndexConfig, IndexError, PageKey, Previous,
+    Update, Upserted, MAX_SEQ,
 };
 pub use sphere::{haversine_m, CoordError, Position, EARTH_RADIUS_M};

@@ -6,5 +6,6 @@ mod health;
 #[macro_use]
 mod ingest;
 mod metrics;
+mod people;
 mod pricing;
 mod services;
