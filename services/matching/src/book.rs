@@ -369,7 +369,12 @@ struct Memory {
     due: BTreeSet<(i64, String)>,
     idle: HashMap<String, i64>,
     open: usize,
+    /// Ended rides by end time, forgotten after [`RETENTION_MS`].
+    ended: std::collections::VecDeque<(i64, String)>,
 }
+
+/// How long the embedded book keeps ended rides readable (Redis expires them alike).
+pub const RETENTION_MS: i64 = 7 * 86_400_000;
 
 /// The embedded book: everything behind one mutex; the index's driver status
 /// (available → offered → busy → available, by compare-and-set) is the driver lock, so
@@ -620,6 +625,7 @@ impl MemoryBook {
             m.idle.remove(ride_id);
             m.due.retain(|(_, id)| id != ride_id);
             m.open -= 1;
+            m.ended.push_back((now, ride_id.to_owned()));
         }
         Ok(Stepped { ride, withdrawn })
     }
@@ -693,9 +699,73 @@ impl MemoryBook {
         self.state.lock().open as u64
     }
 
+    /// Forgets rides that ended more than `retention_ms` before `now`; returns how many.
+    pub fn forget_ended(&self, now: i64, retention_ms: i64) -> usize {
+        let mut m = self.state.lock();
+        let mut n = 0;
+        while m
+            .ended
+            .front()
+            .is_some_and(|(at, _)| now - *at > retention_ms)
+        {
+            if let Some((_, id)) = m.ended.pop_front() {
+                m.rides.remove(&id);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Every driver's active ride and outstanding offer (for invariant checks).
     pub fn assignments(&self) -> (HashMap<String, String>, HashMap<String, String>) {
         let m = self.state.lock();
         (m.ride_by_driver.clone(), m.offer_by_driver.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ride::RideRequest;
+    use geomatch_index::{IndexConfig, Position};
+
+    fn base(id: &str, rider: &str) -> RideBase {
+        RideBase {
+            id: id.into(),
+            rider: rider.into(),
+            request: RideRequest {
+                pickup: Position::new(37.5, 127.0).unwrap(),
+                dropoff: Position::new(37.6, 127.0).unwrap(),
+                product: "standard".into(),
+                seats: None,
+                quote_id: None,
+                preferred_driver_id: None,
+                scheduled_at: None,
+                tip_minor: None,
+            },
+            class: 0,
+            fare: None,
+        }
+    }
+
+    #[test]
+    fn ended_rides_are_forgotten_after_the_retention_and_open_ones_never() {
+        let book = MemoryBook::new(Arc::new(Index::new(IndexConfig::default()).unwrap()));
+        book.create(&RideDoc::new(base("r1", "u1"), 0, true), 0)
+            .unwrap();
+        book.create(&RideDoc::new(base("r2", "u2"), 0, true), 0)
+            .unwrap();
+        let cancel = Step {
+            to: RideState::Cancelled,
+            from: &[RideState::Dispatching],
+            driver: None,
+            by: None,
+        };
+        book.step("r1", cancel, 1_000).unwrap();
+        assert_eq!(book.forget_ended(1_000 + RETENTION_MS, RETENTION_MS), 0);
+        assert_eq!(book.forget_ended(1_001 + RETENTION_MS, RETENTION_MS), 1);
+        assert!(book.ride("r1").is_none());
+        assert!(book.ride("r2").is_some(), "an open ride stays");
+        assert_eq!(book.open_count(), 1);
     }
 }

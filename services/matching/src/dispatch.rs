@@ -489,6 +489,9 @@ impl Dispatcher {
         self.metrics
             .open_rides
             .set(self.book.open_count().await? as i64);
+        if let Book::Memory(m) = &self.book {
+            m.forget_ended(now, crate::book::RETENTION_MS);
+        }
         Ok(moved)
     }
 

@@ -23,7 +23,8 @@ impl MatchingMetrics {
                     "dispatch_request_to_first_offer_seconds",
                     "From ride request (or scheduled dispatch start) to the first offer",
                 )
-                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+                // 0.1 ms to 13 s: greedy offers within a request, batched ones a window later.
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 18)?),
             )?,
             to_accept: Histogram::with_opts(
                 HistogramOpts::new(
