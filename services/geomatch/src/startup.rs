@@ -355,7 +355,7 @@ impl Application {
                 background.push(tokio::spawn(dispatcher.clone().run_batches()));
             }
         }
-        if redis_pool.is_some() {
+        if redis_pool.is_some() && (services.includes_matching() || services.includes_ingest()) {
             // Other replicas' offers and rides (search hints), and offers for the drivers
             // connected here.
             background.push(tokio::spawn(matching::redis_book::follow_events(
