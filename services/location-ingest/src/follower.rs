@@ -3,6 +3,10 @@
 //! from the same drivers. On start a snapshot (every driver hash), then the location
 //! streams tailed from where the snapshot began; events already applied are dropped by the
 //! index's own ordering (seq, then device time). Lag is exported as a gauge.
+//!
+//! Stream events (field `type`): `locations` (a batch of accepted reports, packed: see
+//! [`crate::store::PackedLocation`]), `location` (one report, as written before reports
+//! were packed), `status` and `offline`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +18,7 @@ use prometheus::{IntCounter, IntGauge};
 use redis::streams::StreamReadReply;
 
 use crate::ingest::now_ms;
-use crate::store::{status_from, stream_key, SHARDS};
+use crate::store::{state_key, status_from, stream_key, unpack_locations, StoredDriver, SHARDS};
 
 /// Entries read per stream per call.
 const READ_COUNT: usize = 1_000;
@@ -140,44 +144,34 @@ impl Follower {
     async fn snapshot(&self, conn: &mut deadpool_redis::Connection) -> redis::RedisResult<usize> {
         let mut loaded = 0;
         for shard in 0..SHARDS {
-            let pattern = format!("gm:{{s{shard}}}:drv:*");
-            let prefix = format!("gm:{{s{shard}}}:drv:");
+            let key = state_key(shard);
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+                    .arg(&key)
                     .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut **conn)
                     .await?;
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("HGETALL").arg(k);
-                }
-                let hashes: Vec<HashMap<String, String>> = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    pipe.query_async(&mut **conn).await?
-                };
-                for (key, h) in keys.iter().zip(hashes) {
-                    let Some(id) = key.strip_prefix(&prefix) else {
+                for pair in flat.chunks_exact(2) {
+                    let id = std::str::from_utf8(&pair[0])
+                        .ok()
+                        .and_then(|i| EntryId::parse(i).ok());
+                    let (Some(id), Ok(d)) = (id, StoredDriver::decode(&pair[1])) else {
                         continue;
                     };
-                    if field(&h, "expired").is_some() {
+                    if d.expired {
                         continue;
                     }
-                    let mut m = h;
-                    m.insert("id".into(), id.to_owned());
-                    m.insert("type".into(), "location".into());
-                    if self.apply(&m) {
+                    let update = Update {
+                        seq: d.seq,
+                        device_ts_ms: d.device_ts_ms,
+                        ..Update::moved(id.clone(), Kind::Driver, d.position, d.updated_at_ms)
+                    };
+                    if self.index.upsert(&update).is_ok() {
                         loaded += 1;
-                        if let Some(status) = m.get("status").cloned() {
-                            m.insert("type".into(), "status".into());
-                            m.insert("status".into(), status);
-                            self.apply(&m);
-                        }
+                        let _ = self.index.set_status(&id, d.status, Some(d.attrs));
                     }
                 }
                 cursor = next;
@@ -189,17 +183,45 @@ impl Follower {
         Ok(loaded)
     }
 
-    /// Applies one event (or snapshot row); true when it was understood.
-    fn apply(&self, m: &HashMap<String, String>) -> bool {
-        let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
-            return false;
-        };
+    /// Applies one event (or snapshot row); returns how many drivers it was understood
+    /// for (a `locations` event carries many).
+    fn apply(&self, m: &HashMap<String, String>) -> usize {
         let at: i64 = field(m, "at")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(now_ms);
-        self.metrics.events.inc();
         self.metrics.lag_ms.set((now_ms() - at).max(0));
-        match field(m, "type") {
+        let applied = match field(m, "type") {
+            Some("locations") => unpack_locations(field(m, "items").unwrap_or(""))
+                .flatten()
+                .filter(|l| {
+                    let update = Update {
+                        seq: l.seq,
+                        device_ts_ms: l.device_ts_ms,
+                        ..Update::moved(l.id.clone(), Kind::Driver, l.position, at)
+                    };
+                    self.index.upsert(&update).is_ok()
+                })
+                .count(),
+            kind => {
+                let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
+                    return 0;
+                };
+                usize::from(self.apply_one(kind, id, m, at))
+            }
+        };
+        self.metrics.events.inc_by(applied as u64);
+        applied
+    }
+
+    /// Applies a one-driver event: `location`, `status` or `offline`.
+    fn apply_one(
+        &self,
+        kind: Option<&str>,
+        id: EntryId,
+        m: &HashMap<String, String>,
+        at: i64,
+    ) -> bool {
+        match kind {
             Some("location") => {
                 let pos = field(m, "lat")
                     .zip(field(m, "lng"))
