@@ -55,6 +55,8 @@ pub struct Follower {
     pool: Pool,
     index: Arc<Index>,
     metrics: FollowerMetrics,
+    /// `locations` events this process wrote itself: already in its index.
+    own_writer: Option<String>,
 }
 
 fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
@@ -67,7 +69,15 @@ impl Follower {
             pool,
             index,
             metrics,
+            own_writer: None,
         }
+    }
+
+    /// Skips the `locations` events written by `writer` (this process's store, which
+    /// applies what Redis accepted to the index itself).
+    pub fn skipping_writes_of(mut self, writer: &str) -> Self {
+        self.own_writer = Some(writer.to_owned());
+        self
     }
 
     /// Snapshot, then tail forever; reconnects (with a fresh snapshot) after errors.
@@ -191,6 +201,11 @@ impl Follower {
             .unwrap_or_else(now_ms);
         self.metrics.lag_ms.set((now_ms() - at).max(0));
         let applied = match field(m, "type") {
+            Some("locations")
+                if self.own_writer.is_some() && self.own_writer.as_deref() == field(m, "by") =>
+            {
+                0
+            }
             Some("locations") => unpack_locations(field(m, "items").unwrap_or(""))
                 .flatten()
                 .filter(|l| {

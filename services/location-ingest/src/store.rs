@@ -92,19 +92,19 @@ const LUA_PUSH: &str = r#"
 -- order, each judged against its driver's state as the reports before it left it. Nothing
 -- is written before all are judged.
 -- KEYS: state hash, seen zset, gone zset, stream
--- ARGV: now_ms, rate, burst, max_mps, seen_slack_ms, stream_keep_ms,
+-- ARGV: now_ms, rate, burst, max_mps, seen_slack_ms, stream_keep_ms, writer,
 --       reports (40 bytes each: lat, lng, seq_hi, seq_lo, ts as little-endian doubles,
 --       -1 for none), then per report: id, its line for the stream
 local state, seen, gone, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(ARGV[1])
 local rate, burst, max_mps, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local reports = ARGV[7]
-local n = (#ARGV - 7) / 2
+local reports = ARGV[8]
+local n = (#ARGV - 8) / 2
 local sin, cos, asin, sqrt, min, max = math.sin, math.cos, math.asin, math.sqrt, math.min, math.max
 local rad = math.pi / 180
 local unpack_, pack = struct.unpack, struct.pack
 local ids = {}
-for i = 1, n do ids[i] = ARGV[6 + 2 * i] end
+for i = 1, n do ids[i] = ARGV[7 + 2 * i] end
 local stored = redis.call('HMGET', state, unpack(ids))
 local latest, seen_args, revived, lines, out = {}, {}, {}, {}, {}
 local pos = 1
@@ -153,7 +153,7 @@ for i = 1, n do
         seen_args[#seen_args + 1] = id
       end
       latest[id] = pack(STATE, 1, lat, lng, sh, sl, ts, now, tokens, tok_at, seen_at, st, cl, se, 0)
-      lines[#lines + 1] = ARGV[7 + 2 * i]
+      lines[#lines + 1] = ARGV[8 + 2 * i]
       out[i] = 'accepted'
     end
   end
@@ -168,7 +168,7 @@ if #seen_args > 0 then redis.call('ZADD', seen, unpack(seen_args)) end
 if #revived > 0 then redis.call('ZREM', gone, unpack(revived)) end
 if #lines > 0 then
   redis.call('XADD', stream, 'MINID', '~', minid(ARGV[6]), '*', 'type', 'locations',
-    'at', ARGV[1], 'items', table.concat(lines, '\n'))
+    'at', ARGV[1], 'by', ARGV[7], 'items', table.concat(lines, '\n'))
 end
 return out
 "#;
@@ -240,6 +240,9 @@ pub struct RedisStore {
     status: Script,
     sweep: Script,
     metrics: IngestMetrics,
+    /// Names this store's `locations` events (field `by`): the process's own follower
+    /// skips them, its index already has them.
+    writer: String,
 }
 
 fn shard_of(id: &EntryId) -> u32 {
@@ -267,6 +270,19 @@ pub fn gone_key(shard: u32) -> String {
 
 pub fn stream_key(shard: u32) -> String {
     format!("gm:{{s{shard}}}:loc")
+}
+
+/// A random id for one store (several may share a process, as replicas do in tests).
+fn new_writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
 }
 
 /// A status's code in a packed driver state.
@@ -377,11 +393,17 @@ impl RedisStore {
             status: Script::new(&format!("{LUA_COMMON}{LUA_STATUS}")),
             sweep: Script::new(&format!("{LUA_COMMON}{LUA_SWEEP}")),
             metrics,
+            writer: new_writer_id(),
         })
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// What this store's `locations` events carry as `by`.
+    pub fn writer(&self) -> &str {
+        &self.writer
     }
 
     /// PING, for readiness.
@@ -459,7 +481,8 @@ impl RedisStore {
                 .arg(s.burst)
                 .arg(s.max_speed_kmh / 3.6)
                 .arg(SEEN_SLACK_MS)
-                .arg(STREAM_KEEP_MS);
+                .arg(STREAM_KEEP_MS)
+                .arg(&self.writer);
             let mut numbers = Vec::with_capacity(chunk.len() * 40);
             for &i in *chunk {
                 let r = &reports[i].1;
@@ -621,7 +644,8 @@ impl RedisStore {
 
 /// One location of a `locations` stream event. The push script appends one such event per
 /// call, carrying every report it accepted: fields `type` = `locations`, `at` (server ms the
-/// reports were received) and `items`, one line per report, `<id> <lat> <lng> <seq> <ts>`,
+/// reports were received), `by` (the writing store, [`RedisStore::writer`]) and `items`,
+/// one line per report, `<id> <lat> <lng> <seq> <ts>`,
 /// with `seq` and `ts` empty when the report had none. Driver ids never contain spaces or
 /// newlines, so the packing needs no escaping.
 #[derive(Debug, Clone, PartialEq)]
@@ -719,7 +743,10 @@ mod tests {
         let first = got[0].clone().unwrap();
         assert_eq!(first.id.as_str(), "d-1");
         assert_eq!((first.position.lat(), first.position.lng()), (37.5, 127.25));
-        assert_eq!((first.seq, first.device_ts_ms), (Some(7), Some(1_763_769_600_000)));
+        assert_eq!(
+            (first.seq, first.device_ts_ms),
+            (Some(7), Some(1_763_769_600_000))
+        );
         let second = got[1].clone().unwrap();
         assert_eq!(second.id.as_str(), "d.2");
         assert_eq!((second.seq, second.device_ts_ms), (None, None));
@@ -729,13 +756,21 @@ mod tests {
 
     #[test]
     fn a_malformed_packed_line_is_skipped_alone() {
-        let items = "ok 1 2 3 4\nbad 91 0  \nshort 1 2\nx 1 2 notanumber \nlong 1 2 3 4 5\nok2 3 4  ";
+        let items =
+            "ok 1 2 3 4\nbad 91 0  \nshort 1 2\nx 1 2 notanumber \nlong 1 2 3 4 5\nok2 3 4  ";
         let ids: Vec<Option<String>> = unpack_locations(items)
             .map(|l| l.map(|l| l.id.to_string()))
             .collect();
         assert_eq!(
             ids,
-            [Some("ok".into()), None, None, None, None, Some("ok2".into())]
+            [
+                Some("ok".into()),
+                None,
+                None,
+                None,
+                None,
+                Some("ok2".into())
+            ]
         );
     }
 
@@ -773,7 +808,9 @@ mod tests {
         assert_eq!(verdict("stale"), Ok(StoreVerdict::Stale));
         assert_eq!(
             verdict("limited 200"),
-            Ok(StoreVerdict::RateLimited { retry_after_ms: 200 })
+            Ok(StoreVerdict::RateLimited {
+                retry_after_ms: 200
+            })
         );
         assert_eq!(
             verdict("implausible 1234.5"),
