@@ -102,6 +102,7 @@ local reports = ARGV[8]
 local n = (#ARGV - 8) / 2
 local sin, cos, asin, sqrt, min, max = math.sin, math.cos, math.asin, math.sqrt, math.min, math.max
 local rad = math.pi / 180
+local BOUND = math.pi / 2 * 6371008.8
 local unpack_, pack = struct.unpack, struct.pack
 local ids = {}
 for i = 1, n do ids[i] = ARGV[7 + 2 * i] end
@@ -138,9 +139,14 @@ for i = 1, n do
       local dt
       if ts >= 0 and sts >= 0 then dt = ts - sts else dt = now - sat end
       dt = max(dt / 1000, 1)
-      local x = sin((lat - plat) * rad / 2) ^ 2 + cos(plat * rad) * cos(lat * rad) * sin((lng - plng) * rad / 2) ^ 2
-      local speed = 2 * 6371008.8 * asin(min(1, sqrt(x))) / dt
-      if speed > max_mps then verdict = 'implausible ' .. (speed * 3.6) end
+      -- The haversine distance is at most pi/2 * R * sqrt(dlat^2 + dlng^2) (radians):
+      -- when even that is within reach, the report is plausible without trigonometry.
+      local dlat, dlng, reach = (lat - plat) * rad, (lng - plng) * rad, max_mps * dt / BOUND
+      if dlat * dlat + dlng * dlng > reach * reach then
+        local x = sin(dlat / 2) ^ 2 + cos(plat * rad) * cos(lat * rad) * sin(dlng / 2) ^ 2
+        local speed = 2 * 6371008.8 * asin(min(1, sqrt(x))) / dt
+        if speed > max_mps then verdict = 'implausible ' .. (speed * 3.6) end
+      end
     end
     if verdict then
       latest[id] = pack(STATE, 1, plat, plng, ssh, ssl, sts, sat, tokens, tok_at, seen_at, st, cl, se, ex)
