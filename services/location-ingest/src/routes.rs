@@ -127,7 +127,7 @@ pub async fn post_batch(
     let mut reports = Vec::new();
     let mut names = Vec::new();
     for (index, raw) in body.into_inner().updates.into_iter().enumerate() {
-        match batch_item(&who, raw) {
+        match batch_item(&who, &raw) {
             Ok((id, name, report)) => {
                 reports.push((id, report));
                 names.push((index, name));
@@ -179,7 +179,7 @@ type ItemError = (Option<String>, String, String);
 /// Parses and authorises one batch item.
 fn batch_item(
     who: &Principal,
-    raw: Box<serde_json::value::RawValue>,
+    raw: &serde_json::value::RawValue,
 ) -> Result<(EntryId, String, LocationBody), ItemError> {
     let item: BatchItem = serde_json::from_str(raw.get())
         .map_err(|e| (None, "invalid_item".into(), e.to_string()))?;

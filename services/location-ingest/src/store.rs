@@ -341,7 +341,7 @@ impl StoredDriver {
         };
         let position = Position::new(f(0), f(1)).map_err(|_| bad())?;
         let (hi, lo) = (f(2), f(3));
-        let seq = (hi >= 0.0).then(|| ((hi as u64) << 32) | lo as u64);
+        let seq = (hi >= 0.0).then_some(((hi as u64) << 32) | lo as u64);
         let ts = f(4);
         let bytes = &v[STATE_LEN - 4..];
         Ok(StoredDriver {
