@@ -1,6 +1,6 @@
 //! Redis mode: keeps this process's index replica current from the shared state, so that
 //! every replica of every service (matching, eta-pricing, other ingest replicas) answers
-//! from the same drivers. On start a snapshot (every driver hash), then the location
+//! from the same drivers. On start a snapshot (every shard's state hash), then the location
 //! streams tailed from where the snapshot began; events already applied are dropped by the
 //! index's own ordering (seq, then device time). Lag is exported as a gauge.
 //!

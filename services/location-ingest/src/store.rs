@@ -368,7 +368,7 @@ fn status_name(s: Status) -> &'static str {
     }
 }
 
-/// A status as stored in a driver hash or stream event (unknown reads as offline).
+/// A status as named in a stream event (unknown reads as offline).
 pub(crate) fn status_from(s: &str) -> Status {
     match s {
         "available" => Status::Available,
