@@ -5,6 +5,8 @@
 #
 #   loadtest/run.sh                 # from any directory
 #   PUT_RATE=30000 loadtest/run.sh  # every knob below can be overridden the same way
+#   MODES=redis loadtest/run.sh     # only one of the two parts (embedded, redis)
+#   BIN=/some/dir loadtest/run.sh   # measure prebuilt geomatch + geomatch-loadtest binaries
 #
 # The generator and the server share the machine's cores. Before each step the script
 # waits (up to QUIET_WAIT_S) for the machine to be idle, and after it prints how much CPU
@@ -31,8 +33,8 @@ GEOADD_CONNECTIONS=${GEOADD_CONNECTIONS:-4}
 GEOADD_DURATION=${GEOADD_DURATION:-5}
 DRIVERS=${DRIVERS:-100000}
 QUIET_WAIT_S=${QUIET_WAIT_S:-15}
+MODES=${MODES:-embedded redis}
 
-BIN=target/release
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/geomatch-loadtest.XXXXXX")
 SERVER_PID=""
 REDIS_PID=""
@@ -71,8 +73,14 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((WS_DRIVERS + 1024)
     exit 1
 fi
 
-echo "==> cargo build --release -p geomatch -p geomatch-loadtest"
-cargo build --release -p geomatch -p geomatch-loadtest
+if [ -z "${BIN:-}" ]; then
+    echo "==> cargo build --release -p geomatch -p geomatch-loadtest"
+    cargo build --release -p geomatch -p geomatch-loadtest
+    # A private copy: the target directory may be shared, and rebuilt meanwhile.
+    mkdir -p "$WORK/bin"
+    cp "${CARGO_TARGET_DIR:-target}/release/geomatch" "${CARGO_TARGET_DIR:-target}/release/geomatch-loadtest" "$WORK/bin/"
+    BIN="$WORK/bin"
+fi
 
 # A loopback port nobody listens on, below the ephemeral range.
 free_port() {
@@ -146,6 +154,12 @@ step() {
     }'
 }
 
+# Updates the server has accepted so far (its Prometheus counter).
+accepted_updates() {
+    curl -fsS "$URL/metrics" 2>/dev/null |
+        awk '/^ingest_updates_total\{/ && /outcome="accepted"/ {n += $NF} END {printf "%d\n", n}'
+}
+
 # Starts geomatch with extra `VAR=value` settings and waits until it is ready.
 start_geomatch() {
     local port log="$WORK/geomatch.$RANDOM.log"
@@ -187,6 +201,9 @@ if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
 fi
 echo "    the generator and the server share these cores"
 
+echo "    binaries: $BIN"
+
+if [[ " $MODES " == *" embedded "* ]]; then
 echo
 echo "#### 1. embedded mode"
 start_geomatch
@@ -202,7 +219,9 @@ step "batch" --target "$URL" batch --rate "$BATCH_RATE" --batch-size "$BATCH_SIZ
 step "ws" --target "$URL" ws --drivers "$WS_DRIVERS" --interval-s "$WS_INTERVAL_S" \
     --duration "$WS_DURATION" --warmup "$WS_INTERVAL_S"
 stop_geomatch
+fi
 
+if [[ " $MODES " == *" redis "* ]]; then
 echo
 echo "#### 2. redis mode"
 mkdir -p "$WORK/redis"
@@ -221,8 +240,17 @@ echo "   redis-server $(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p'
 SECRET="loadtest-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
 start_geomatch GEOMATCH__MODE=redis GEOMATCH__REDIS__URL="$REDIS_URL" GEOMATCH__AUTH__JWT_SECRET="$SECRET"
 redis-cli -s "$SOCKET" config resetstat >/dev/null
+updates0=$(accepted_updates)
+redis0=$(proc_ticks "$REDIS_PID")
+server0=$(proc_ticks "$SERVER_PID")
 step "redis batch" --target "$URL" batch --jwt-secret "$SECRET" --rate "$REDIS_BATCH_RATE" \
     --batch-size "$BATCH_SIZE" --drivers "$DRIVERS" --duration "$REDIS_BATCH_DURATION" --warmup 2
+# CPU time per accepted update over the whole step (warm-up and drain included): what
+# each update costs Redis and the server, however busy the machine was.
+awk -v n=$(($(accepted_updates) - updates0)) -v r=$(($(proc_ticks "$REDIS_PID") - redis0)) \
+    -v s=$(($(proc_ticks "$SERVER_PID") - server0)) 'BEGIN {
+    if (n > 0) printf "   CPU per accepted update: redis %.2f us, server %.2f us (%d updates)\n", r * 1e4 / n, s * 1e4 / n, n
+}'
 echo "   redis commands during the batch run (per-update script and what it calls):"
 redis-cli -s "$SOCKET" info commandstats | tr -d '\r' | grep '^cmdstat_' |
     sed 's/^cmdstat_//' | sort -t= -k2 -rn | head -12 | sed 's/^/     /'
@@ -238,6 +266,7 @@ echo "==> cross-check of the peer with Redis's own client:" \
 redis-benchmark -s "$SOCKET" -n 2000000 -c "$GEOADD_CONNECTIONS" -P "$GEOADD_PIPELINE" \
     -r "$DRIVERS" -q GEOADD loadtest:rb 127.0 37.5 __rand_int__ | tr '\r' '\n' | tail -n 1
 stop_redis
+fi
 
 echo
 echo "#### results (one JSON object per run)"

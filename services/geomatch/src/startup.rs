@@ -283,7 +283,8 @@ impl Application {
                 redis.pool().clone(),
                 index.clone(),
                 FollowerMetrics::new(&metrics).context("registering replica metrics")?,
-            );
+            )
+            .skipping_writes_of(redis.writer());
             background.push(tokio::spawn(follower.run()));
         }
         let mut pricing = EtaPricing::new(

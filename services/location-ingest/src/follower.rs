@@ -1,10 +1,12 @@
 //! Redis mode: keeps this process's index replica current from the shared state, so that
 //! every replica of every service (matching, eta-pricing, other ingest replicas) answers
-//! from the same drivers. On start a snapshot (every driver hash), then the location
+//! from the same drivers. On start a snapshot (every shard's state hash), then the location
 //! streams tailed from where the snapshot began; events already applied are dropped by the
-//! index's own ordering (seq, then device time). Lag is exported as a gauge. Drivers and
-//! people-nearby profiles have their own keys and streams ([`KINDS`]); an event's kind is
-//! its stream's.
+//! index's own ordering (seq, then device time). Lag is exported as a gauge.
+//!
+//! Stream events (field `type`): `locations` (a batch of accepted reports, packed: see
+//! [`crate::store::PackedLocation`]), `location` (one report, as written before reports
+//! were packed), `status` and `offline`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use prometheus::{IntCounter, IntGauge};
 use redis::streams::StreamReadReply;
 
 use crate::ingest::now_ms;
-use crate::store::{status_from, KindKeys, KINDS, SHARDS};
+use crate::store::{status_from, unpack_locations, KindKeys, StoredDriver, KINDS, SHARDS};
 
 /// Entries read per stream per call.
 const READ_COUNT: usize = 1_000;
@@ -53,6 +55,8 @@ pub struct Follower {
     pool: Pool,
     index: Arc<Index>,
     metrics: FollowerMetrics,
+    /// `locations` events this process wrote itself: already in its index.
+    own_writer: Option<String>,
 }
 
 fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
@@ -65,7 +69,15 @@ impl Follower {
             pool,
             index,
             metrics,
+            own_writer: None,
         }
+    }
+
+    /// Skips the `locations` events written by `writer` (this process's store, which
+    /// applies what Redis accepted to the index itself).
+    pub fn skipping_writes_of(mut self, writer: &str) -> Self {
+        self.own_writer = Some(writer.to_owned());
+        self
     }
 
     /// Snapshot, then tail forever; reconnects (with a fresh snapshot) after errors.
@@ -85,15 +97,15 @@ impl Follower {
             })?;
         // Where each stream ends now: everything after it is tailed, everything before
         // is in the snapshot.
-        // Every stream of every kind: (key, kind).
-        let streams: Vec<(String, Kind)> = KINDS
+        // Every kind's stream of every shard; an event's kind is its stream's.
+        let streams: Vec<(Kind, String)> = KINDS
             .iter()
-            .flat_map(|k| (0..SHARDS).map(move |shard| (k.stream(shard), k.kind)))
+            .flat_map(|k| (0..SHARDS).map(move |shard| (k.kind, k.stream(shard))))
             .collect();
         let mut ids = Vec::with_capacity(streams.len());
-        for (stream, _) in &streams {
+        for (_, key) in &streams {
             let last: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
-                .arg(stream)
+                .arg(key)
                 .arg("+")
                 .arg("-")
                 .arg("COUNT")
@@ -110,7 +122,7 @@ impl Follower {
             drivers = loaded,
             "replica snapshot loaded; tailing the location streams"
         );
-        let keys: Vec<String> = streams.iter().map(|(k, _)| k.clone()).collect();
+        let keys: Vec<String> = streams.iter().map(|(_, k)| k.clone()).collect();
         loop {
             let reply: Option<StreamReadReply> = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -124,10 +136,10 @@ impl Follower {
                 .await?;
             let Some(reply) = reply else { continue };
             for stream in reply.keys {
-                let Some(shard) = keys.iter().position(|k| *k == stream.key) else {
+                let Some(at) = keys.iter().position(|k| *k == stream.key) else {
                     continue;
                 };
-                let kind = streams[shard].1;
+                let kind = streams[at].0;
                 for event in stream.ids {
                     let map: HashMap<String, String> = event
                         .map
@@ -139,7 +151,7 @@ impl Follower {
                         })
                         .collect();
                     self.apply(kind, &map);
-                    ids[shard] = event.id;
+                    ids[at] = event.id;
                 }
             }
         }
@@ -147,49 +159,37 @@ impl Follower {
 
     async fn snapshot(&self, conn: &mut deadpool_redis::Connection) -> redis::RedisResult<usize> {
         let mut loaded = 0;
-        for (keys, shard) in KINDS
+        for (kind, key) in KINDS
             .iter()
-            .flat_map(|k| (0..SHARDS).map(move |shard| (k, shard)))
+            .flat_map(|k: &KindKeys| (0..SHARDS).map(move |shard| (k.kind, k.state(shard))))
         {
-            let KindKeys { kind, prefix, .. } = *keys;
-            let pattern = format!("gm:{{s{shard}}}:{prefix}:*");
-            let prefix = format!("gm:{{s{shard}}}:{prefix}:");
             let mut cursor: u64 = 0;
             loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                let (next, flat): (u64, Vec<Vec<u8>>) = redis::cmd("HSCAN")
+                    .arg(&key)
                     .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut **conn)
                     .await?;
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.cmd("HGETALL").arg(k);
-                }
-                let hashes: Vec<HashMap<String, String>> = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    pipe.query_async(&mut **conn).await?
-                };
-                for (key, h) in keys.iter().zip(hashes) {
-                    let Some(id) = key.strip_prefix(&prefix) else {
+                for pair in flat.chunks_exact(2) {
+                    let id = std::str::from_utf8(&pair[0])
+                        .ok()
+                        .and_then(|i| EntryId::parse(i).ok());
+                    let (Some(id), Ok(d)) = (id, StoredDriver::decode(&pair[1])) else {
                         continue;
                     };
-                    if field(&h, "expired").is_some() {
+                    if d.expired {
                         continue;
                     }
-                    let mut m = h;
-                    m.insert("id".into(), id.to_owned());
-                    m.insert("type".into(), "location".into());
-                    if self.apply(kind, &m) {
+                    let update = Update {
+                        seq: d.seq,
+                        device_ts_ms: d.device_ts_ms,
+                        ..Update::moved(id.clone(), kind, d.position, d.updated_at_ms)
+                    };
+                    if self.index.upsert(&update).is_ok() {
                         loaded += 1;
-                        if let Some(status) = m.get("status").cloned() {
-                            m.insert("type".into(), "status".into());
-                            m.insert("status".into(), status);
-                            self.apply(kind, &m);
-                        }
+                        let _ = self.index.set_status(&id, d.status, Some(d.attrs));
                     }
                 }
                 cursor = next;
@@ -201,17 +201,51 @@ impl Follower {
         Ok(loaded)
     }
 
-    /// Applies one event (or snapshot row); true when it was understood.
-    fn apply(&self, kind: Kind, m: &HashMap<String, String>) -> bool {
-        let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
-            return false;
-        };
+    /// Applies one event (or snapshot row); returns how many drivers it was understood
+    /// for (a `locations` event carries many).
+    fn apply(&self, kind: Kind, m: &HashMap<String, String>) -> usize {
         let at: i64 = field(m, "at")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(now_ms);
-        self.metrics.events.inc();
         self.metrics.lag_ms.set((now_ms() - at).max(0));
-        match field(m, "type") {
+        let applied = match field(m, "type") {
+            Some("locations")
+                if self.own_writer.is_some() && self.own_writer.as_deref() == field(m, "by") =>
+            {
+                0
+            }
+            Some("locations") => unpack_locations(field(m, "items").unwrap_or(""))
+                .flatten()
+                .filter(|l| {
+                    let update = Update {
+                        seq: l.seq,
+                        device_ts_ms: l.device_ts_ms,
+                        ..Update::moved(l.id.clone(), kind, l.position, at)
+                    };
+                    self.index.upsert(&update).is_ok()
+                })
+                .count(),
+            event => {
+                let Some(id) = field(m, "id").and_then(|i| EntryId::parse(i).ok()) else {
+                    return 0;
+                };
+                usize::from(self.apply_one(kind, event, id, m, at))
+            }
+        };
+        self.metrics.events.inc_by(applied as u64);
+        applied
+    }
+
+    /// Applies a one-driver event: `location`, `status` or `offline`.
+    fn apply_one(
+        &self,
+        kind: Kind,
+        event: Option<&str>,
+        id: EntryId,
+        m: &HashMap<String, String>,
+        at: i64,
+    ) -> bool {
+        match event {
             Some("location") => {
                 let pos = field(m, "lat")
                     .zip(field(m, "lng"))

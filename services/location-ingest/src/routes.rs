@@ -85,8 +85,9 @@ pub async fn put_profile_location(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
-    /// Items are parsed one by one, so that a malformed item fails alone.
-    pub updates: Vec<serde_json::Value>,
+    /// Items are parsed one by one, so that a malformed item fails alone (kept as raw
+    /// JSON text until then: no intermediate value tree).
+    pub updates: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// One item of a batch: a location report with its driver id.
@@ -151,7 +152,7 @@ pub async fn post_batch(
     let mut reports = Vec::new();
     let mut names = Vec::new();
     for (index, raw) in body.into_inner().updates.into_iter().enumerate() {
-        match batch_item(&who, raw) {
+        match batch_item(&who, &raw) {
             Ok((id, name, report)) => {
                 reports.push((id, report));
                 names.push((index, name));
@@ -203,10 +204,10 @@ type ItemError = (Option<String>, String, String);
 /// Parses and authorises one batch item.
 fn batch_item(
     who: &Principal,
-    raw: serde_json::Value,
+    raw: &serde_json::value::RawValue,
 ) -> Result<(EntryId, String, LocationBody), ItemError> {
-    let item: BatchItem =
-        serde_json::from_value(raw).map_err(|e| (None, "invalid_item".into(), e.to_string()))?;
+    let item: BatchItem = serde_json::from_str(raw.get())
+        .map_err(|e| (None, "invalid_item".into(), e.to_string()))?;
     let id = driver_id(&item.driver_id)
         .map_err(|e| (Some(item.driver_id.clone()), e.code().into(), e.to_string()))?;
     who.may_act_as(Role::Driver, id.as_str())

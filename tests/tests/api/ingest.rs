@@ -398,6 +398,67 @@ in_both_modes!(
 );
 
 in_both_modes!(
+    a_batch_across_shards_judges_each_report_after_the_ones_before_it,
+    |s| {
+        s.ingest.rate_per_s = 1.0;
+        s.ingest.burst = 2.0;
+    },
+    |app| {
+        let gateway = app.token("gw", Role::Service);
+        // Forty drivers: every one of the Redis shards gets some.
+        let mut updates: Vec<Value> = (0..40)
+            .map(|i| json!({"driver_id": format!("m{i}"), "lat": 37.5 + f64::from(i) * 1e-4, "lng": 127.0, "seq": 10}))
+            .collect();
+        updates.extend([
+            // Older than m1's report earlier in this batch.
+            json!({"driver_id": "m1", "lat": 37.6, "lng": 127.0, "seq": 9}),
+            // 100 km from m2's report earlier in this batch, at once.
+            json!({"driver_id": "m2", "lat": 38.5, "lng": 127.0, "seq": 11}),
+            // m3's second report in this batch uses its second token; the third has none.
+            json!({"driver_id": "m3", "lat": 37.5003, "lng": 127.0001, "seq": 11}),
+            json!({"driver_id": "m3", "lat": 37.5003, "lng": 127.0002, "seq": 12}),
+            json!({"driver_id": "m5", "lat": 37.5005, "lng": 127.0001, "seq": 11}),
+        ]);
+        let a = json_of(
+            app.post_batch(&gateway, &json!({ "updates": updates }))
+                .await,
+        )
+        .await;
+        let codes: Vec<&str> = a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["code"].as_str().unwrap_or(x["result"].as_str().unwrap()))
+            .collect();
+        let mut expected = vec!["accepted"; 40];
+        expected.extend([
+            "stale",
+            "implausible_jump",
+            "accepted",
+            "rate_limited",
+            "accepted",
+        ]);
+        assert_eq!(codes, expected, "{a}");
+        let at = |id: &'static str| {
+            let (app, gateway) = (&app, &gateway);
+            async move {
+                let d = json_of(app.get_driver(gateway, id).await).await;
+                (
+                    d["lat"].as_f64().unwrap(),
+                    d["lng"].as_f64().unwrap(),
+                    d["seq"].as_u64().unwrap(),
+                )
+            }
+        };
+        assert_eq!(at("m1").await, (37.5001, 127.0, 10));
+        assert_eq!(at("m2").await, (37.5002, 127.0, 10));
+        assert_eq!(at("m3").await, (37.5003, 127.0001, 11));
+        assert_eq!(at("m5").await, (37.5005, 127.0001, 11));
+        assert_eq!(at("m39").await, (37.5039, 127.0, 10));
+    }
+);
+
+in_both_modes!(
     batches_above_the_limit_or_empty_are_refused_whole,
     |s| {
         s.ingest.max_batch = 3;
@@ -754,4 +815,65 @@ async fn in_redis_mode_every_replica_sees_drivers_ingested_by_another() {
     .await;
     let m = b.get_metrics().await.text().await.unwrap();
     assert!(m.contains("replica_events_total"), "{m}");
+}
+
+#[tokio::test]
+async fn in_redis_mode_a_replica_applies_every_report_a_batch_packed_into_the_streams() {
+    let a = spawn_in(Mode::Redis, |_| {}).await;
+    let b = spawn_replica(&a, |_| {}).await;
+    let gateway = a.token("gw", Role::Service);
+    let ids: Vec<String> = (0..30).map(|i| format!("p{i}")).collect();
+    let lat_of = |i: usize, seq: u64| 37.5 + i as f64 * 1e-4 + seq as f64 * 1e-5;
+    let batch = |seq: u64| {
+        let updates: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(
+                |(i, id)| json!({"driver_id": id, "lat": lat_of(i, seq), "lng": 127.0, "seq": seq}),
+            )
+            .collect();
+        json!({ "updates": updates })
+    };
+    let r = json_of(a.post_batch(&gateway, &batch(1)).await).await;
+    assert_eq!(r["accepted"], 30, "{r}");
+    for id in &ids {
+        let r = a
+            .put_status(&a.driver(id), id, &json!({"status": "available"}))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Every driver moves; B started before either batch, so it learns only from the streams.
+    let r = json_of(a.post_batch(&gateway, &batch(2)).await).await;
+    assert_eq!(r["accepted"], 30, "{r}");
+    eventually(
+        "the replica holds every driver of the batch where it moved",
+        || {
+            let (b, ids) = (&b, &ids);
+            async move {
+                let r = b
+                    .get_as(
+                        &b.token("ops", Role::Service),
+                        "/v1/drivers/nearby?lat=37.5&lng=127.0&k=50",
+                    )
+                    .await;
+                let body = json_of(r).await;
+                let seen: std::collections::HashMap<String, f64> = body["drivers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| {
+                        (
+                            d["driver_id"].as_str().unwrap().to_owned(),
+                            d["lat"].as_f64().unwrap(),
+                        )
+                    })
+                    .collect();
+                ids.iter().enumerate().all(|(i, id)| {
+                    seen.get(id)
+                        .is_some_and(|lat| (lat - lat_of(i, 2)).abs() < 1e-9)
+                })
+            }
+        },
+    )
+    .await;
 }
