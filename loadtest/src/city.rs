@@ -214,6 +214,9 @@ async fn online(ctx: &Ctx) -> anyhow::Result<()> {
 
 /// One ride: request it, play its drivers, drive it to completion.
 async fn ride(ctx: Arc<Ctx>, k: u64, due: Instant) {
+    // Spawned at the start of its 10 ms tick: sent at its own time, so latency counts
+    // from when the request was due, never before.
+    tokio::time::sleep_until(due.into()).await;
     let replica = k as usize;
     let mut rng = Rng::new(ctx.run.seed ^ k.wrapping_mul(7919));
     let fleet = &ctx.run.fleet;
@@ -366,19 +369,23 @@ pub async fn run(
 ) -> anyhow::Result<CityFigures> {
     anyhow::ensure!(!run.targets.is_empty(), "at least one target");
     let started = Instant::now();
-    let ctx = Arc::new(Ctx {
+    let mut ctx = Ctx {
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()
             .context("HTTP client")?,
-        deadline: Instant::now() + Duration::from_secs_f64(run.duration_s + run.drain_s + 600.0),
+        // Set once the drivers are online (below).
+        deadline: Instant::now(),
         run,
         service,
         auth,
         in_flight: tokio::sync::Semaphore::new(IN_FLIGHT),
         shared: Mutex::new(Shared::default()),
-    });
+    };
     online(&ctx).await?;
+    // Agents stop answering offers when the drain ends.
+    ctx.deadline = Instant::now() + Duration::from_secs_f64(ctx.run.duration_s + ctx.run.drain_s);
+    let ctx = Arc::new(ctx);
     println!(
         "== {}: {} drivers online in {:.1} s",
         ctx.run.name,
@@ -423,7 +430,9 @@ pub async fn run(
     let drain_until = Instant::now() + Duration::from_secs_f64(ctx.run.drain_s);
     for a in agents {
         let left = drain_until.saturating_duration_since(Instant::now());
+        let abort = a.abort_handle();
         if tokio::time::timeout(left, a).await.is_err() {
+            abort.abort();
             ctx.shared
                 .lock()
                 .error("agent still running at the end of the drain".into());

@@ -144,6 +144,76 @@ fn min_cost_assignment(
         .collect()
 }
 
+/// Most rides one Kuhn–Munkres problem holds (its cost grows with the cube).
+const KM_CHUNK: usize = 64;
+
+/// Assigns rides (rows: each with its candidate drivers and costs) to drivers, each driver
+/// at most once, minimising the total cost within each group of rides that compete for
+/// drivers: rides that share no candidate (directly or through others) are solved apart,
+/// and a group larger than `chunk` rides is solved `chunk` consecutive rides at a time
+/// (callers order rows so that consecutive rides are near each other), later chunks
+/// without the drivers earlier ones took. Returns (row, driver) pairs.
+fn assign_in_chunks(rows: &[(String, Vec<(String, f64)>)], chunk: usize) -> Vec<(usize, String)> {
+    // Union-find over rows, joined through shared drivers.
+    let mut parent: Vec<usize> = (0..rows.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut first_row_of: HashMap<&str, usize> = HashMap::new();
+    for (r, (_, candidates)) in rows.iter().enumerate() {
+        for (d, _) in candidates {
+            match first_row_of.get(d.as_str()) {
+                Some(&other) => {
+                    let (a, b) = (root(&mut parent, r), root(&mut parent, other));
+                    parent[a] = b;
+                }
+                None => {
+                    first_row_of.insert(d, r);
+                }
+            }
+        }
+    }
+    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
+    for r in 0..rows.len() {
+        let g = root(&mut parent, r);
+        groups.entry(g).or_default().push(r);
+    }
+    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
+    groups.sort_unstable();
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut out = Vec::new();
+    for group in groups {
+        for part in group.chunks(chunk.max(1)) {
+            let sub: Vec<(String, Vec<(String, f64)>)> = part
+                .iter()
+                .map(|&r| {
+                    let (id, c) = &rows[r];
+                    let free = c.iter().filter(|(d, _)| !taken.contains(d)).cloned();
+                    (id.clone(), free.collect())
+                })
+                .collect();
+            let mut drivers: Vec<String> = sub
+                .iter()
+                .flat_map(|(_, c)| c.iter().map(|(d, _)| d.clone()))
+                .collect();
+            drivers.sort_unstable();
+            drivers.dedup();
+            if drivers.is_empty() {
+                continue;
+            }
+            for (row, col) in min_cost_assignment(&sub, &drivers, |cost| cost as i64) {
+                taken.insert(drivers[col].clone());
+                out.push((part[row], drivers[col].clone()));
+            }
+        }
+    }
+    out
+}
+
 fn new_id(prefix: &str) -> String {
     let mut rng = rand::rng();
     format!("{prefix}_{:016x}", rng.random::<u64>())
@@ -540,6 +610,14 @@ impl Dispatcher {
             }
             rides.push(ride);
         }
+        // Near rides next to each other (H3 cells in index order are spatially local), so
+        // that a large group of competing rides is split into compact chunks.
+        rides.sort_by_key(|r| {
+            u64::from(geomatch_index::cell_of(
+                &r.base.request.pickup,
+                geomatch_index::Resolution::Seven,
+            ))
+        });
         // Candidates of every pending ride, widening the radius of rides that have none.
         let mut rows: Vec<(String, Vec<(String, f64)>)> = Vec::new();
         let mut pending: Vec<(RideDoc, usize, Vec<Candidate>)> = Vec::new();
@@ -565,17 +643,10 @@ impl Dispatcher {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut drivers: Vec<String> = rows
-            .iter()
-            .flat_map(|(_, c)| c.iter().map(|(d, _)| d.clone()))
-            .collect();
-        drivers.sort_unstable();
-        drivers.dedup();
-        let assignment = min_cost_assignment(&rows, &drivers, |eta_s| eta_s as i64);
         let mut offers = 0;
-        for (row, col) in assignment {
+        for (row, driver) in assign_in_chunks(&rows, KM_CHUNK) {
             let (ride, radius, found) = &pending[row];
-            let Some(c) = found.iter().find(|c| c.driver == drivers[col]) else {
+            let Some(c) = found.iter().find(|c| c.driver == driver) else {
                 continue;
             };
             let taken = self
@@ -791,6 +862,56 @@ mod tests {
         let mut a = min_cost_assignment(&rows, &drivers, |m| m as i64);
         a.sort_unstable();
         assert_eq!(a, vec![(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn chunked_assignment_equals_the_optimum_when_groups_fit_and_never_reuses_a_driver() {
+        // Two independent groups: each solved optimally (as in the test above).
+        let rows = vec![
+            row("r1", &[("d1", 10.0), ("d2", 100.0)]),
+            row("x1", &[("e1", 5.0)]),
+            row("r2", &[("d1", 10.0), ("d2", 120.0)]),
+            row("x2", &[("e1", 7.0), ("e2", 50.0)]),
+        ];
+        let mut a = assign_in_chunks(&rows, 64);
+        a.sort();
+        let pairs: Vec<(usize, &str)> = a.iter().map(|(r, d)| (*r, d.as_str())).collect();
+        assert_eq!(pairs, vec![(0, "d2"), (1, "e1"), (2, "d1"), (3, "e2")]);
+    }
+
+    #[test]
+    fn a_large_group_is_solved_in_chunks_without_giving_a_driver_twice() {
+        // 500 rides all competing for overlapping drivers: one group, many chunks.
+        let rows: Vec<_> = (0..500)
+            .map(|i| {
+                let c: Vec<(String, f64)> = (0..20)
+                    .map(|k| {
+                        (
+                            format!("d{}", (i + k * 7) % 600),
+                            ((i * 31 + k * 17) % 97) as f64,
+                        )
+                    })
+                    .collect();
+                (format!("r{i}"), c)
+            })
+            .collect();
+        let a = assign_in_chunks(&rows, 64);
+        let mut drivers: Vec<&str> = a.iter().map(|(_, d)| d.as_str()).collect();
+        let n = drivers.len();
+        drivers.sort_unstable();
+        drivers.dedup();
+        assert_eq!(drivers.len(), n, "a driver was assigned twice");
+        let mut rides: Vec<usize> = a.iter().map(|(r, _)| *r).collect();
+        rides.sort_unstable();
+        rides.dedup();
+        assert_eq!(rides.len(), n, "a ride got two drivers");
+        for (r, d) in &a {
+            assert!(
+                rows[*r].1.iter().any(|(c, _)| c == d),
+                "ride {r} got a stranger"
+            );
+        }
+        assert!(n >= 450, "most rides are served: {n}");
     }
 
     #[test]
