@@ -89,7 +89,7 @@ for run in $RUNS; do
         SECRET="city-benchmark-secret-0123456789abcdef"
         for port in 18081 18082; do
             serve "$port" GEOMATCH__MODE=redis GEOMATCH__REDIS__URL="redis+unix://$WORK/redis.sock" \
-                GEOMATCH__AUTH__JWT_SECRET="$SECRET"
+                GEOMATCH__AUTH__JWT_SECRET="$SECRET" GEOMATCH__REDIS__POOL_SIZE="${REDIS_POOL_SIZE:-16}"
         done
         city "redis, 2 replicas" --targets http://127.0.0.1:18081,http://127.0.0.1:18082
         stop_all

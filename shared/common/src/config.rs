@@ -690,7 +690,7 @@ impl Default for RedisSettings {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
-            pool_size: 16,
+            pool_size: 64,
             connect_timeout_ms: 500,
             wait_timeout_ms: 500,
         }
