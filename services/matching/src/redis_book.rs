@@ -36,8 +36,6 @@ const P: &str = "gm:{r}:";
 pub const ENGAGED: &str = "gm:dispatch:engaged";
 /// Pub/sub channel of offers for drivers' WebSockets: `{"driver_id", "offer"}` JSON.
 pub const OFFERS: &str = "gm:dispatch:offers";
-/// Every call gives up after this, so that a request answers 503 within a second.
-const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 /// Ended rides stay readable this long.
 const RETENTION_S: u64 = 7 * 86_400;
 /// An `Idempotency-Key` whose request never finished (a crashed replica) frees after this.
@@ -320,16 +318,9 @@ impl RedisBook {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        tokio::time::timeout(CALL_TIMEOUT, async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| BookError(e.to_string()))?;
-            f(conn).await.map_err(|e| BookError(e.to_string()))
-        })
-        .await
-        .unwrap_or_else(|_| Err(BookError(format!("no answer within {CALL_TIMEOUT:?}"))))
+        // The shared timeout discipline: an error within 800 ms, answered as 503.
+        let (result, _) = geomatch_common::redis::call(&self.pool, f).await;
+        result.map_err(|e| BookError(e.to_string()))
     }
 
     async fn run(
@@ -825,17 +816,15 @@ impl crate::dispatch::Notifier for RedisNotifier {
         let pool = self.pool.clone();
         // Best effort: a driver without the push still finds the offer by polling.
         tokio::spawn(async move {
-            let sent = tokio::time::timeout(CALL_TIMEOUT, async {
-                let mut c = pool.get().await.map_err(|e| e.to_string())?;
+            let (sent, _) = geomatch_common::redis::call(&pool, |mut c| async move {
                 redis::cmd("PUBLISH")
                     .arg(OFFERS)
                     .arg(payload)
                     .query_async::<i64>(&mut c)
                     .await
-                    .map_err(|e| e.to_string())
             })
             .await;
-            if !matches!(sent, Ok(Ok(_))) {
+            if sent.is_err() {
                 tracing::warn!("could not publish an offer; the driver can still poll it");
             }
         });
