@@ -9,25 +9,6 @@ use geomatch_common::Mode;
 use geomatch_e2e::{spawn_in, swarm, TestApp};
 use serde_json::{json, Value};
 
-/// One test body run twice: embedded, and in Redis mode against the harness's own
-/// redis-server.
-macro_rules! both_modes {
-    (async fn $name:ident($mode:ident: Mode) $body:block) => {
-        mod $name {
-            use super::*;
-            async fn run($mode: Mode) $body
-            #[tokio::test]
-            async fn embedded() {
-                run(Mode::Embedded).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                run(Mode::Redis).await
-            }
-        }
-    };
-}
-
 async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("a JSON body")
 }

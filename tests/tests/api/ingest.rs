@@ -9,30 +9,6 @@ use geomatch_common::Mode;
 use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
 use serde_json::{json, Value};
 
-/// Runs `$body` as two tests, `embedded` and `redis`, in a module named after the rule.
-macro_rules! in_both_modes {
-    ($name:ident, |$app:ident| $body:block) => {
-        in_both_modes!($name, |_s| {}, |$app| $body);
-    };
-    ($name:ident, |$s:ident| $tune:block, |$app:ident| $body:block) => {
-        mod $name {
-            use super::*;
-            async fn run(mode: Mode) {
-                let $app = spawn_in(mode, |$s: &mut geomatch_common::Settings| $tune).await;
-                $body
-            }
-            #[tokio::test]
-            async fn embedded() {
-                run(Mode::Embedded).await
-            }
-            #[tokio::test]
-            async fn redis() {
-                run(Mode::Redis).await
-            }
-        }
-    };
-}
-
 async fn json_of(r: reqwest::Response) -> Value {
     r.json().await.expect("a JSON body")
 }

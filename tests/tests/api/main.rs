@@ -1,9 +1,11 @@
 //! End-to-end tests over loopback HTTP. One binary: `cargo test -p geomatch-e2e`.
 
+#[macro_use]
+mod modes;
+
 mod dispatch;
 mod errors;
 mod health;
-#[macro_use]
 mod ingest;
 mod metrics;
 mod people;
