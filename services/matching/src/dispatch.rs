@@ -361,10 +361,15 @@ impl Dispatcher {
         if let Err(open) = self.book.create(&doc, dispatch_at).await? {
             return Err(DispatchError::RideOpen(open));
         }
-        if doc.state == RideState::Dispatching {
-            self.advance(&id, now).await?;
+        if doc.state != RideState::Dispatching {
+            return Ok(doc.view());
         }
-        self.ride(&id).await
+        // The ride as it stands after its first offer (or its end), without reading it
+        // back: in Redis mode every read is a round trip.
+        match self.advance_from(&id, Some(doc), now).await? {
+            Some(after) => Ok(after.view()),
+            None => self.ride(&id).await,
+        }
     }
 
     fn batching(&self) -> bool {
@@ -416,13 +421,29 @@ impl Dispatcher {
 
     /// Makes the next offer of a dispatching ride that has none, or ends it.
     async fn advance(self: &Arc<Self>, ride_id: &str, now: i64) -> Result<(), DispatchError> {
+        self.advance_from(ride_id, None, now).await.map(|_| ())
+    }
+
+    /// [`Self::advance`] starting from `known` (the ride as just stored) instead of reading
+    /// it. Returns the ride after this process's step when it knows it (an offer made,
+    /// the ride ended, or nothing to do), `None` when another step intervened.
+    async fn advance_from(
+        &self,
+        ride_id: &str,
+        mut known: Option<RideDoc>,
+        now: i64,
+    ) -> Result<Option<RideDoc>, DispatchError> {
         for _ in 0..CLAIM_ROUNDS {
-            let Some(ride) = self.book.ride(ride_id).await? else {
-                return Ok(());
+            let ride = match known.take() {
+                Some(ride) => ride,
+                None => match self.book.ride(ride_id).await? {
+                    Some(ride) => ride,
+                    None => return Ok(None),
+                },
             };
             // With batched matching the ride waits for the next batch instead.
             if ride.state != RideState::Dispatching || ride.offer.is_some() || self.batching() {
-                return Ok(());
+                return Ok(Some(ride));
             }
             let (radius, ranked) = if ride.attempts >= self.settings.max_attempts {
                 (ride.radius, Vec::new())
@@ -430,26 +451,33 @@ impl Dispatcher {
                 self.candidates(&ride, now)
             };
             if ranked.is_empty() {
-                self.no_driver(ride_id, now).await?;
-                return Ok(());
+                return self.no_driver(ride_id, now).await;
             }
-            if !self.offer(&ride, radius, &ranked, now).await? {
-                return Ok(());
+            match self.offer(&ride, radius, &ranked, now).await? {
+                Claim::Offered(offer) => {
+                    let mut after = ride;
+                    after.offer = Some(offer.id);
+                    after.attempts += 1;
+                    after.radius = radius;
+                    return Ok(Some(after));
+                }
+                Claim::NotWanted => return Ok(None),
+                Claim::AllTaken(_) => {}
             }
         }
         // Still every candidate taken: the sweep tries again shortly.
-        Ok(())
+        Ok(None)
     }
 
-    /// Offers `ride` to the first free of `ranked`; `Ok(true)` when all were taken (the
-    /// caller searches again without them).
+    /// Offers `ride` to the first free of `ranked`. Drivers found taken are kept out of
+    /// this replica's searches for a while (the caller searches again without them).
     async fn offer(
         &self,
         ride: &RideDoc,
         radius: usize,
         ranked: &[Candidate],
         now: i64,
-    ) -> Result<bool, DispatchError> {
+    ) -> Result<Claim, DispatchError> {
         let timeout_ms = self.settings.offer_timeout_s as i64 * 1000;
         let offer_id = new_id("offer");
         let claim = self
@@ -462,39 +490,42 @@ impl Dispatcher {
                 (&offer_id, now + timeout_ms),
             )
             .await?;
-        match claim {
+        match &claim {
             Claim::Offered(offer) => {
                 if ride.attempts == 0 {
                     self.metrics
                         .to_first_offer
                         .observe((now_ms() - ride.since_ms).max(0) as f64 / 1000.0);
                 }
-                self.notifier.offer(&offer.driver, &ride.offer_view(&offer));
-                Ok(false)
+                self.notifier.offer(&offer.driver, &ride.offer_view(offer));
             }
-            Claim::NotWanted => Ok(false),
+            Claim::NotWanted => {}
             Claim::AllTaken(taken) => {
                 let mut h = self.engaged_hint.lock();
                 for d in taken {
-                    h.insert(d, now + ENGAGED_HINT_MS);
+                    h.insert(d.clone(), now + ENGAGED_HINT_MS);
                 }
-                Ok(true)
             }
         }
+        Ok(claim)
     }
 
-    /// Ends a dispatching ride without an offer as `no_driver_found`.
-    async fn no_driver(&self, ride_id: &str, now: i64) -> Result<(), DispatchError> {
+    /// Ends a dispatching ride without an offer as `no_driver_found`; the ride after it,
+    /// when this call ended it.
+    async fn no_driver(&self, ride_id: &str, now: i64) -> Result<Option<RideDoc>, DispatchError> {
         let step = Step {
             to: RideState::NoDriverFound,
             from: &[RideState::Dispatching],
             driver: None,
             by: None,
         };
-        if self.book.step(ride_id, step, now).await?.is_ok() {
-            self.ended(RideState::NoDriverFound);
+        match self.book.step(ride_id, step, now).await? {
+            Ok(done) => {
+                self.ended(RideState::NoDriverFound);
+                Ok(Some(done.ride))
+            }
+            Err(_) => Ok(None),
         }
-        Ok(())
     }
 
     fn ended(&self, state: RideState) {
@@ -649,10 +680,10 @@ impl Dispatcher {
             let Some(c) = found.iter().find(|c| c.driver == driver) else {
                 continue;
             };
-            let taken = self
+            let claim = self
                 .offer(ride, *radius, std::slice::from_ref(c), now)
                 .await?;
-            if !taken {
+            if matches!(claim, Claim::Offered(_)) {
                 offers += 1;
             }
         }
