@@ -27,8 +27,6 @@
 //! the state is packed with Lua's `struct` library for the same reason (numbers to and from
 //! text are slow in Lua). The HTTP answer is sent only after Redis accepted the write.
 
-use std::time::{Duration, Instant};
-
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use geomatch_common::config::{IngestSettings, RedisSettings};
 use geomatch_index::{Attributes, EntryId, Kind, Position, Status};
@@ -52,18 +50,9 @@ pub const STATE_KEEP_MS: u64 = 24 * 3600 * 1000;
 pub const SEEN_SLACK_MS: u64 = 5_000;
 /// Most reports one push-script call handles (Redis runs nothing else meanwhile).
 const SCRIPT_BATCH: usize = 256;
-/// Upper bound on any one Redis call, on top of the pool's own timeouts.
-const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum StoreError {
-    #[error("redis: {0}")]
-    Redis(String),
-    #[error("redis did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("unexpected reply from redis: {0}")]
-    Reply(String),
-}
+/// A Redis call that failed (the one error type of every service's Redis calls).
+pub type StoreError = geomatch_common::redis::RedisError;
 
 /// What Redis decided about one report.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -487,20 +476,8 @@ impl RedisStore {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let started = Instant::now();
-        let result = tokio::time::timeout(CALL_TIMEOUT, async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| StoreError::Redis(e.to_string()))?;
-            f(conn).await.map_err(|e| StoreError::Redis(e.to_string()))
-        })
-        .await
-        .unwrap_or(Err(StoreError::Timeout(CALL_TIMEOUT)));
-        self.metrics
-            .redis_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let (result, took) = geomatch_common::redis::call(&self.pool, f).await;
+        self.metrics.redis_seconds.observe(took.as_secs_f64());
         if result.is_err() {
             self.metrics.redis_errors.inc();
         }
