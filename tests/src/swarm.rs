@@ -28,8 +28,9 @@ async fn body(r: reqwest::Response) -> Value {
     r.json().await.unwrap_or(Value::Null)
 }
 
-/// Puts driver `id` at (lat, lng), available, standard class, through `app`.
-pub async fn online(app: &TestApp, id: &str, lat: f64, lng: f64) {
+/// Puts driver `id` at (lat, lng) and online with vehicle `class` (4 seats), through
+/// `app`, with the driver's own token.
+pub async fn online(app: &TestApp, id: &str, lat: f64, lng: f64, class: &str) {
     let t = app.driver(id);
     let r = app
         .put_location(&t, id, &json!({"lat": lat, "lng": lng}))
@@ -39,7 +40,7 @@ pub async fn online(app: &TestApp, id: &str, lat: f64, lng: f64) {
         .put_status(
             &t,
             id,
-            &json!({"status": "available", "vehicle_class": "standard", "seats": 4}),
+            &json!({"status": "available", "vehicle_class": class, "seats": 4}),
         )
         .await;
     assert_eq!(r.status(), 200, "status of {id}");

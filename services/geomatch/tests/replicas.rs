@@ -49,7 +49,14 @@ async fn two_matching_replicas_in_separate_processes_never_double_dispatch_under
     for i in 0..drivers {
         // Half the drivers report through each replica.
         let via = if i % 2 == 0 { &a.app } else { &b.app };
-        swarm::online(via, &format!("d{i}"), 37.5 + (i as f64) * 0.0004, 127.0).await;
+        swarm::online(
+            via,
+            &format!("d{i}"),
+            37.5 + (i as f64) * 0.0004,
+            127.0,
+            "standard",
+        )
+        .await;
     }
     sees_drivers(&a.app, drivers).await;
     sees_drivers(&b.app, drivers).await;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use geomatch_common::auth::Role;
 use geomatch_common::Mode;
-use geomatch_e2e::{spawn_in, swarm, TestApp};
+use geomatch_e2e::swarm::{self, online};
+use geomatch_e2e::{spawn_in, TestApp};
 use serde_json::{json, Value};
 
 async fn body(r: reqwest::Response) -> Value {
@@ -17,23 +18,6 @@ async fn assert_problem(r: reqwest::Response, status: u16, code: &str) {
     assert_eq!(r.status().as_u16(), status);
     let b = body(r).await;
     assert_eq!(b["code"], code, "{b}");
-}
-
-/// Puts a driver at `(lat, lng)` and online with `class`.
-async fn online(app: &TestApp, id: &str, lat: f64, lng: f64, class: &str) {
-    let t = app.driver(id);
-    let r = app
-        .put_location(&t, id, &json!({"lat": lat, "lng": lng}))
-        .await;
-    assert_eq!(r.status(), 200);
-    let r = app
-        .put_status(
-            &t,
-            id,
-            &json!({"status": "available", "vehicle_class": class, "seats": 4}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
 }
 
 fn ride_body(lat: f64, lng: f64) -> Value {
@@ -567,7 +551,7 @@ both_modes! {
     async fn under_a_concurrent_swarm_no_driver_has_two_rides_no_ride_two_drivers_and_no_ride_is_lost(mode: Mode) {
     let app = app_with(mode, 2).await;
     for i in 0..15 {
-        swarm::online(&app, &format!("d{i}"), 37.5 + (i as f64) * 0.0004, 127.0).await;
+        swarm::online(&app, &format!("d{i}"), 37.5 + (i as f64) * 0.0004, 127.0, "standard").await;
     }
     let apps = [std::sync::Arc::new(app)];
     let history = swarm::run(&apps, 15, 30, 40).await;

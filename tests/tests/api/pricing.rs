@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use geomatch_common::auth::Role;
 use geomatch_common::{Mode, Settings};
+use geomatch_e2e::swarm::online;
 use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
 use h3o::{LatLng, Resolution};
 use serde_json::{json, Value};
@@ -41,23 +42,6 @@ fn cell_centre(lat: f64, lng: f64) -> (f64, f64, String) {
     let cell = LatLng::new(lat, lng).unwrap().to_cell(Resolution::Seven);
     let c = LatLng::from(cell);
     (c.lat(), c.lng(), cell.to_string())
-}
-
-/// Puts a driver at (lat, lng), online with `class`.
-async fn online(app: &TestApp, id: &str, lat: f64, lng: f64, class: &str) {
-    let t = app.driver(id);
-    let r = app
-        .put_location(&t, id, &json!({"lat": lat, "lng": lng}))
-        .await;
-    assert_eq!(r.status(), 200);
-    let r = app
-        .put_status(
-            &t,
-            id,
-            &json!({"status": "available", "vehicle_class": class}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
 }
 
 fn trip(product: &str) -> Value {

@@ -31,7 +31,6 @@
 //! says `matched`, so a list never shows a match that does not exist.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use deadpool_redis::Pool;
 use geomatch_index::EntryId;
@@ -41,8 +40,6 @@ use super::error::PeopleError;
 use super::profile::Profile;
 use super::{Action, Limits, SwipeVerdict};
 
-/// Upper bound on any one Redis call, on top of the pool's own timeouts.
-const CALL_TIMEOUT: Duration = Duration::from_millis(800);
 /// Daily counters outlive their day by a day (time zones of clients do not matter: days
 /// are UTC).
 const QUOTA_TTL_S: u64 = 2 * 86_400;
@@ -140,12 +137,9 @@ impl RedisPeople {
         F: FnOnce(deadpool_redis::Connection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        tokio::time::timeout(CALL_TIMEOUT, async {
-            let conn = self.pool.get().await.map_err(unavailable)?;
-            f(conn).await.map_err(unavailable)
-        })
-        .await
-        .unwrap_or_else(|_| Err(unavailable(format!("no answer within {CALL_TIMEOUT:?}"))))
+        // The shared timeout discipline: an error within 800 ms, answered as 503.
+        let (result, _) = geomatch_common::redis::call(&self.pool, f).await;
+        result.map_err(unavailable)
     }
 
     pub async fn put_profile(
@@ -368,23 +362,27 @@ impl RedisPeople {
             .collect())
     }
 
+    /// The newest `max` members of the sorted set `k`, with their scores (times).
+    async fn newest(&self, k: &str, max: usize) -> Result<Vec<(String, i64)>, PeopleError> {
+        self.call(|mut c| async move {
+            redis::cmd("ZREVRANGE")
+                .arg(k)
+                .arg(0)
+                .arg(max.saturating_sub(1))
+                .arg("WITHSCORES")
+                .query_async(&mut c)
+                .await
+        })
+        .await
+    }
+
     pub async fn matches(
         &self,
         me: &EntryId,
         max: usize,
     ) -> Result<Vec<(Profile, i64)>, PeopleError> {
         let k = key(me.as_str(), "matches");
-        let listed: Vec<(String, i64)> = self
-            .call(|mut c| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(&k)
-                    .arg(0)
-                    .arg(max.saturating_sub(1))
-                    .arg("WITHSCORES")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let listed = self.newest(&k, max).await?;
         let ids: Vec<String> = listed.iter().map(|(id, _)| id.clone()).collect();
         // The pair hash is the truth: a match ended meanwhile is not listed.
         let mut pipe = redis::pipe();
@@ -463,17 +461,7 @@ impl RedisPeople {
         max: usize,
     ) -> Result<Vec<(Profile, i64, bool)>, PeopleError> {
         let k = key(me.as_str(), "likers");
-        let listed: Vec<(String, i64)> = self
-            .call(|mut c| async move {
-                redis::cmd("ZREVRANGE")
-                    .arg(&k)
-                    .arg(0)
-                    .arg(max.saturating_sub(1))
-                    .arg("WITHSCORES")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
+        let listed = self.newest(&k, max).await?;
         if listed.is_empty() {
             return Ok(Vec::new());
         }
