@@ -170,13 +170,42 @@ pub enum Claim {
     AllTaken(Vec<String>),
 }
 
-/// What `Idempotency-Key` bookkeeping found.
+/// A ride request's `Idempotency-Key`, with the body it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct IdemKey<'a> {
+    pub rider: &'a str,
+    pub key: &'a str,
+    /// The request body as JSON: the same key with another body is refused.
+    pub body: &'a str,
+    /// How long a finished key replays its ride.
+    pub ttl_s: u64,
+}
+
+/// What an `Idempotency-Key` already used says about a new request with it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum IdemBegin {
-    New,
+pub enum IdemSeen {
+    /// Same body, answered: replay this ride.
     Replay(String),
+    /// Same body, the first request is still being answered.
     InProgress,
+    /// Another body.
     Reused,
+}
+
+/// A key stays "in progress" at most this long (a replica that died mid-request); then
+/// it replays the ride it made.
+pub const IDEM_PENDING_MS: i64 = 60_000;
+
+/// What [`Book::create`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// Stored, with its key: in progress until [`Book::idem_finish`] (or a claim that
+    /// carries the key) unless created `answered`.
+    Made,
+    /// Not stored: the rider's open ride.
+    Open(String),
+    /// Not stored: the key was used before.
+    Seen(IdemSeen),
 }
 
 /// How an offer ended without an accept.
@@ -242,41 +271,35 @@ macro_rules! delegate {
 }
 
 impl Book {
-    pub async fn idem_begin(
-        &self,
-        rider: &str,
-        key: &str,
-        body: &str,
-        ttl_s: u64,
-    ) -> Result<IdemBegin, BookError> {
-        delegate!(self, b => b.idem_begin(rider, key, body, ttl_s))
+    /// What an earlier use of `idem` says, if it was used (read only).
+    pub async fn idem_seen(&self, idem: &IdemKey<'_>) -> Result<Option<IdemSeen>, BookError> {
+        delegate!(self, b => b.idem_seen(idem))
     }
 
-    /// Records the ride a key made, or frees the key when the request was refused.
-    pub async fn idem_finish(
-        &self,
-        rider: &str,
-        key: &str,
-        ride: Option<&str>,
-        ttl_s: u64,
-    ) -> Result<(), BookError> {
-        delegate!(self, b => b.idem_finish(rider, key, ride, ttl_s))
+    /// Marks the key's request answered: from now on it replays its ride.
+    pub async fn idem_finish(&self, idem: &IdemKey<'_>) -> Result<(), BookError> {
+        delegate!(self, b => b.idem_finish(idem))
     }
 
-    /// Stores a new ride; `Err(open)` when its rider already has an open ride.
+    /// Stores a new ride under its idempotency key, in one step: unless the key was used
+    /// before or the rider already has an open ride. `answered`: the request's answer is
+    /// the ride as stored (the key replays at once).
     pub async fn create(
         &self,
         ride: &RideDoc,
         dispatch_at: i64,
-    ) -> Result<Result<(), String>, BookError> {
-        delegate!(self, b => b.create(ride, dispatch_at))
+        idem: &IdemKey<'_>,
+        answered: bool,
+    ) -> Result<Created, BookError> {
+        delegate!(self, b => b.create(ride, dispatch_at, idem, answered))
     }
 
     pub async fn ride(&self, id: &str) -> Result<Option<RideDoc>, BookError> {
         delegate!(self, b => b.ride(id))
     }
 
-    /// Offers the ride to the first free candidate, if it still wants an offer.
+    /// Offers the ride to the first free candidate, if it still wants an offer. With
+    /// `answers`, also marks that request key answered (the first offer of a request).
     pub async fn claim(
         &self,
         ride: &str,
@@ -284,8 +307,9 @@ impl Book {
         candidates: &[Candidate],
         max_attempts: u32,
         offer: (&str, i64),
+        answers: Option<&IdemKey<'_>>,
     ) -> Result<Claim, BookError> {
-        delegate!(self, b => b.claim(ride, radius, candidates, max_attempts, offer))
+        delegate!(self, b => b.claim(ride, radius, candidates, max_attempts, offer, answers))
     }
 
     /// Ends an offer by decline (only its driver, when `driver` is set) or timeout (only
@@ -364,13 +388,39 @@ struct Memory {
     offer_by_driver: HashMap<String, String>,
     ride_by_driver: HashMap<String, String>,
     tokens: HashMap<String, u64>,
-    idempotency: HashMap<(String, String), (String, Option<String>, i64)>,
+    idempotency: HashMap<(String, String), IdemRecord>,
+    /// Keys by expiry time.
+    idem_expiry: BTreeSet<(i64, (String, String))>,
     deadlines: BTreeSet<(i64, String)>,
     due: BTreeSet<(i64, String)>,
     idle: HashMap<String, i64>,
     open: usize,
     /// Ended rides by end time, forgotten after [`RETENTION_MS`].
     ended: std::collections::VecDeque<(i64, String)>,
+}
+
+/// A used key: its body, the ride it made, since when it is in progress (unanswered), and
+/// when it expires.
+struct IdemRecord {
+    body: String,
+    ride: String,
+    pending_since: Option<i64>,
+    expires: i64,
+}
+
+impl IdemRecord {
+    fn seen(&self, body: &str, now: i64) -> IdemSeen {
+        if self.body != body {
+            IdemSeen::Reused
+        } else if self
+            .pending_since
+            .is_some_and(|at| now - at < IDEM_PENDING_MS)
+        {
+            IdemSeen::InProgress
+        } else {
+            IdemSeen::Replay(self.ride.clone())
+        }
+    }
 }
 
 /// How long the embedded book keeps ended rides readable (Redis expires them alike).
@@ -410,47 +460,57 @@ impl MemoryBook {
         }
     }
 
-    fn idem_begin(&self, rider: &str, key: &str, body: &str, ttl_s: u64) -> IdemBegin {
+    fn idem_seen(&self, idem: &IdemKey<'_>) -> Option<IdemSeen> {
+        let now = crate::dispatch::now_ms();
+        let m = self.state.lock();
+        m.idempotency
+            .get(&(idem.rider.to_owned(), idem.key.to_owned()))
+            .filter(|r| r.expires > now)
+            .map(|r| r.seen(idem.body, now))
+    }
+
+    fn idem_finish(&self, idem: &IdemKey<'_>) {
+        let mut m = self.state.lock();
+        if let Some(r) = m
+            .idempotency
+            .get_mut(&(idem.rider.to_owned(), idem.key.to_owned()))
+        {
+            r.pending_since = None;
+        }
+    }
+
+    fn create(
+        &self,
+        ride: &RideDoc,
+        dispatch_at: i64,
+        idem: &IdemKey<'_>,
+        answered: bool,
+    ) -> Created {
         let now = crate::dispatch::now_ms();
         let mut m = self.state.lock();
-        m.idempotency
-            .retain(|_, (_, _, at)| now - *at <= ttl_s as i64 * 1000);
-        match m.idempotency.get(&(rider.to_owned(), key.to_owned())) {
-            Some((b, _, _)) if b != body => IdemBegin::Reused,
-            Some((_, None, _)) => IdemBegin::InProgress,
-            Some((_, Some(ride), _)) => IdemBegin::Replay(ride.clone()),
-            None => {
-                m.idempotency.insert(
-                    (rider.to_owned(), key.to_owned()),
-                    (body.to_owned(), None, now),
-                );
-                IdemBegin::New
-            }
+        while m.idem_expiry.first().is_some_and(|(at, _)| *at <= now) {
+            let (_, k) = m.idem_expiry.pop_first().expect("checked");
+            m.idempotency.remove(&k);
         }
-    }
-
-    fn idem_finish(&self, rider: &str, key: &str, ride: Option<&str>, _ttl_s: u64) {
-        let mut m = self.state.lock();
-        let k = (rider.to_owned(), key.to_owned());
-        match ride {
-            Some(ride) => {
-                if let Some(v) = m.idempotency.get_mut(&k) {
-                    v.1 = Some(ride.to_owned());
-                    v.2 = crate::dispatch::now_ms();
-                }
-            }
-            None => {
-                m.idempotency.remove(&k);
-            }
+        let k = (idem.rider.to_owned(), idem.key.to_owned());
+        if let Some(r) = m.idempotency.get(&k) {
+            return Created::Seen(r.seen(idem.body, now));
         }
-    }
-
-    fn create(&self, ride: &RideDoc, dispatch_at: i64) -> Result<(), String> {
-        let mut m = self.state.lock();
         if let Some(open) = m.open_by_rider.get(&ride.base.rider) {
-            return Err(open.clone());
+            return Created::Open(open.clone());
         }
         let id = ride.base.id.clone();
+        let expires = now + idem.ttl_s as i64 * 1000;
+        m.idempotency.insert(
+            k.clone(),
+            IdemRecord {
+                body: idem.body.to_owned(),
+                ride: id.clone(),
+                pending_since: (!answered).then_some(now),
+                expires,
+            },
+        );
+        m.idem_expiry.insert((expires, k));
         m.open_by_rider.insert(ride.base.rider.clone(), id.clone());
         if ride.state == RideState::Dispatching {
             m.idle.insert(id.clone(), ride.since_ms);
@@ -459,7 +519,7 @@ impl MemoryBook {
         }
         m.rides.insert(id, ride.clone());
         m.open += 1;
-        Ok(())
+        Created::Made
     }
 
     fn ride(&self, id: &str) -> Option<RideDoc> {
@@ -473,8 +533,17 @@ impl MemoryBook {
         candidates: &[Candidate],
         max_attempts: u32,
         (offer_id, expires_at_ms): (&str, i64),
+        answers: Option<&IdemKey<'_>>,
     ) -> Claim {
         let mut m = self.state.lock();
+        if let Some(idem) = answers {
+            if let Some(r) = m
+                .idempotency
+                .get_mut(&(idem.rider.to_owned(), idem.key.to_owned()))
+            {
+                r.pending_since = None;
+            }
+        }
         let Some(ride) = m.rides.get(ride_id) else {
             return Claim::NotWanted;
         };
@@ -748,13 +817,69 @@ mod tests {
         }
     }
 
+    fn key<'a>(rider: &'a str, key: &'a str, body: &'a str, ttl_s: u64) -> IdemKey<'a> {
+        IdemKey {
+            rider,
+            key,
+            body,
+            ttl_s,
+        }
+    }
+
+    #[test]
+    fn an_idempotency_key_is_in_progress_until_answered_then_replays_and_expires() {
+        let book = MemoryBook::new(Arc::new(Index::new(IndexConfig::default()).unwrap()));
+        let doc = |id| RideDoc::new(base(id, "u1"), 0, true);
+        let k = key("u1", "k", "{\"a\":1}", 3_600);
+        assert_eq!(book.create(&doc("r1"), 0, &k, false), Created::Made);
+        assert_eq!(
+            book.create(&doc("r2"), 0, &k, false),
+            Created::Seen(IdemSeen::InProgress)
+        );
+        assert_eq!(book.idem_seen(&k), Some(IdemSeen::InProgress));
+        book.idem_finish(&k);
+        assert_eq!(
+            book.create(&doc("r2"), 0, &k, false),
+            Created::Seen(IdemSeen::Replay("r1".into()))
+        );
+        let other = key("u1", "k", "{\"a\":2}", 3_600);
+        assert_eq!(book.idem_seen(&other), Some(IdemSeen::Reused));
+        assert_eq!(book.idem_seen(&key("u2", "k", "{\"a\":1}", 3_600)), None);
+        // Another key of the same rider meets the open ride.
+        let k2 = key("u1", "k2", "{}", 0);
+        assert_eq!(
+            book.create(&doc("r3"), 0, &k2, true),
+            Created::Open("r1".into())
+        );
+
+        // A key past its TTL is forgotten: its rider's next ride may reuse it.
+        let brief = key("u3", "k", "{}", 0);
+        let doc3 = |id| RideDoc::new(base(id, "u3"), 0, true);
+        assert_eq!(book.create(&doc3("r4"), 0, &brief, true), Created::Made);
+        assert_eq!(book.idem_seen(&brief), None);
+        let cancel = Step {
+            to: RideState::Cancelled,
+            from: &[RideState::Dispatching],
+            driver: None,
+            by: None,
+        };
+        book.step("r4", cancel, 1).unwrap();
+        assert_eq!(book.create(&doc3("r5"), 0, &brief, true), Created::Made);
+        assert_eq!(
+            book.state.lock().idem_expiry.len(),
+            2,
+            "r4's key left the queue"
+        );
+    }
+
     #[test]
     fn ended_rides_are_forgotten_after_the_retention_and_open_ones_never() {
         let book = MemoryBook::new(Arc::new(Index::new(IndexConfig::default()).unwrap()));
-        book.create(&RideDoc::new(base("r1", "u1"), 0, true), 0)
-            .unwrap();
-        book.create(&RideDoc::new(base("r2", "u2"), 0, true), 0)
-            .unwrap();
+        for (id, rider) in [("r1", "u1"), ("r2", "u2")] {
+            let idem = key(rider, "k", "{}", 60);
+            let made = book.create(&RideDoc::new(base(id, rider), 0, true), 0, &idem, true);
+            assert_eq!(made, Created::Made);
+        }
         let cancel = Step {
             to: RideState::Cancelled,
             from: &[RideState::Dispatching],

@@ -22,10 +22,13 @@ use std::time::Duration;
 
 use geomatch_common::config::MatchingSettings;
 use geomatch_index::{Filter, Index, Position};
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 use rand::Rng;
 
-use crate::book::{Book, Candidate, Claim, IdemBegin, OfferEnd, RideBase, RideDoc, Step};
+use crate::book::{
+    Book, Candidate, Claim, Created as BookCreated, IdemKey, IdemSeen, OfferEnd, RideBase, RideDoc,
+    Step,
+};
 use crate::metrics::MatchingMetrics;
 use crate::ride::{DispatchError, Fare, OfferView, RideRequest, RideState, RideView};
 use geomatch_eta::EtaModel;
@@ -76,7 +79,7 @@ pub struct Dispatcher {
     book: Book,
     /// Drivers a claim found engaged by another ride, until the index says so (Redis
     /// mode: other replicas' offers reach this index with a delay).
-    engaged_hint: Mutex<HashMap<String, i64>>,
+    engaged_hint: EngagedHints,
     notifier: Arc<dyn Notifier>,
     metrics: MatchingMetrics,
     /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
@@ -219,6 +222,11 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rng.random::<u64>())
 }
 
+/// Drivers believed engaged elsewhere, each until a time (ms): searches skip them, the
+/// sweep forgets expired ones.
+#[derive(Default)]
+struct EngagedHints(RwLock<HashMap<String, i64>>);
+
 /// How long a claim's "engaged" finding keeps a driver out of this replica's searches.
 const ENGAGED_HINT_MS: i64 = 30_000;
 /// How long an engagement announced by another replica does (until its release is
@@ -246,7 +254,7 @@ impl Dispatcher {
             settings,
             classes,
             book,
-            engaged_hint: Mutex::new(HashMap::new()),
+            engaged_hint: EngagedHints::default(),
             notifier,
             metrics,
             eta,
@@ -273,6 +281,10 @@ impl Dispatcher {
 
     /// `POST /v1/rides`: creates a ride for `rider` under an idempotency key and starts
     /// dispatching it (or waits for its scheduled time).
+    ///
+    /// In Redis mode this is two round trips: the ride is stored together with its key
+    /// (which refuses a reused key, a retry in progress and a second open ride in the
+    /// same step), and the claim of the first offer marks the key answered.
     pub async fn request(
         self: &Arc<Self>,
         rider: &str,
@@ -283,37 +295,79 @@ impl Dispatcher {
         if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(DispatchError::BadKey);
         }
-        let ttl = self.settings.idempotency_ttl_s;
         let body = serde_json::to_string(&req).map_err(|e| DispatchError::Query(e.to_string()))?;
-        match self.book.idem_begin(rider, key, &body, ttl).await? {
-            IdemBegin::New => {}
-            IdemBegin::Reused => return Err(DispatchError::KeyReused),
-            IdemBegin::InProgress => return Err(DispatchError::InProgress),
-            IdemBegin::Replay(ride) => {
-                return Ok(Created {
-                    ride: self.ride(&ride).await?,
-                    replayed: true,
-                })
+        let idem = IdemKey {
+            rider,
+            key,
+            body: &body,
+            ttl_s: self.settings.idempotency_ttl_s,
+        };
+        let now = now_ms();
+        let (doc, dispatch_at) = match self.new_ride(rider, req, now) {
+            Ok(made) => made,
+            Err(refused) => {
+                // The key's first request may have been taken (say, before its quote
+                // expired): its answer stands, and another body under it is refused.
+                return match self.book.idem_seen(&idem).await? {
+                    Some(seen) => self.earlier(seen).await,
+                    None => Err(refused),
+                };
+            }
+        };
+        let answered = doc.state != RideState::Dispatching || self.batching();
+        match self.book.create(&doc, dispatch_at, &idem, answered).await? {
+            BookCreated::Made => {}
+            BookCreated::Open(open) => return Err(DispatchError::RideOpen(open)),
+            BookCreated::Seen(seen) => return self.earlier(seen).await,
+        }
+        if let Some(p) = &self.pricing {
+            p.record_demand(&doc.base.request.pickup, now);
+        }
+        if answered {
+            return Ok(Created {
+                ride: doc.view(),
+                replayed: false,
+            });
+        }
+        let id = doc.base.id.clone();
+        // The ride as it stands after its first offer (or its end), without reading it
+        // back: in Redis mode every read is a round trip.
+        let after = self.advance_from(&id, Some(doc), now, Some(&idem)).await;
+        // A claim that made an offer marked the key answered; any other outcome, here.
+        if !matches!(&after, Ok(Some(r)) if r.offer.is_some()) {
+            if let Err(e) = self.book.idem_finish(&idem).await {
+                tracing::warn!(error = %e, "could not mark an idempotency key answered");
             }
         }
-        let result = self.create(rider, req, now_ms()).await;
-        // A refused request leaves the key free for a corrected retry.
-        let made = result.as_ref().ok().map(|r| r.ride_id.as_str());
-        if let Err(e) = self.book.idem_finish(rider, key, made, ttl).await {
-            tracing::warn!(error = %e, "could not record an idempotency key's outcome");
-        }
-        result.map(|ride| Created {
+        let ride = match after? {
+            Some(after) => after.view(),
+            None => self.ride(&id).await?,
+        };
+        Ok(Created {
             ride,
             replayed: false,
         })
     }
 
-    async fn create(
-        self: &Arc<Self>,
+    /// The answer to a request whose key was used before.
+    async fn earlier(&self, seen: IdemSeen) -> Result<Created, DispatchError> {
+        match seen {
+            IdemSeen::Reused => Err(DispatchError::KeyReused),
+            IdemSeen::InProgress => Err(DispatchError::InProgress),
+            IdemSeen::Replay(ride) => Ok(Created {
+                ride: self.ride(&ride).await?,
+                replayed: true,
+            }),
+        }
+    }
+
+    /// Checks a request and prices it; the new ride and when to start dispatching it.
+    fn new_ride(
+        &self,
         rider: &str,
         req: RideRequest,
         now: i64,
-    ) -> Result<RideView, DispatchError> {
+    ) -> Result<(RideDoc, i64), DispatchError> {
         let class = self
             .classes
             .iter()
@@ -344,9 +398,6 @@ impl Dispatcher {
             (None, Some(p)) => p.price(&req, now),
             (None, None) => None,
         };
-        if let Some(p) = &self.pricing {
-            p.record_demand(&req.pickup, now);
-        }
         let lead = self.settings.schedule_lead_s as i64 * 1000;
         let dispatch_at = req.scheduled_at.map_or(now, |at| at - lead);
         let base = RideBase {
@@ -356,20 +407,7 @@ impl Dispatcher {
             class,
             fare,
         };
-        let id = base.id.clone();
-        let doc = RideDoc::new(base, now, dispatch_at <= now);
-        if let Err(open) = self.book.create(&doc, dispatch_at).await? {
-            return Err(DispatchError::RideOpen(open));
-        }
-        if doc.state != RideState::Dispatching {
-            return Ok(doc.view());
-        }
-        // The ride as it stands after its first offer (or its end), without reading it
-        // back: in Redis mode every read is a round trip.
-        match self.advance_from(&id, Some(doc), now).await? {
-            Some(after) => Ok(after.view()),
-            None => self.ride(&id).await,
-        }
+        Ok((RideDoc::new(base, now, dispatch_at <= now), dispatch_at))
     }
 
     fn batching(&self) -> bool {
@@ -384,11 +422,9 @@ impl Dispatcher {
         let filter = Filter::available_drivers()
             .vehicle_class(ride.base.class)
             .min_seats(req.seats.unwrap_or(0));
-        let hint: HashSet<String> = {
-            let mut h = self.engaged_hint.lock();
-            h.retain(|_, until| *until > now);
-            h.keys().cloned().collect()
-        };
+        // Read under the lock while searching: the hints can run to thousands of
+        // drivers, and copying them per request was most of a request's CPU.
+        let hint = self.engaged_hint.0.read();
         let preferred = req.preferred_driver_id.as_ref().map(|d| d.as_str());
         for radius in ride.radius..self.settings.radii_m.len() {
             let found = self.index.nearest_where(
@@ -396,7 +432,10 @@ impl Dispatcher {
                 self.settings.candidates,
                 &filter,
                 Some(self.settings.radii_m[radius]),
-                |id| !ride.excluded.contains(id.as_str()) && !hint.contains(id.as_str()),
+                |id| {
+                    !ride.excluded.contains(id.as_str())
+                        && !hint.get(id.as_str()).is_some_and(|until| *until > now)
+                },
             );
             self.metrics.candidates.observe(found.len() as f64);
             if found.is_empty() {
@@ -421,17 +460,21 @@ impl Dispatcher {
 
     /// Makes the next offer of a dispatching ride that has none, or ends it.
     async fn advance(self: &Arc<Self>, ride_id: &str, now: i64) -> Result<(), DispatchError> {
-        self.advance_from(ride_id, None, now).await.map(|_| ())
+        self.advance_from(ride_id, None, now, None)
+            .await
+            .map(|_| ())
     }
 
     /// [`Self::advance`] starting from `known` (the ride as just stored) instead of reading
     /// it. Returns the ride after this process's step when it knows it (an offer made,
-    /// the ride ended, or nothing to do), `None` when another step intervened.
+    /// the ride ended, or nothing to do), `None` when another step intervened. The claims
+    /// mark `answers` (the request being answered) answered.
     async fn advance_from(
         &self,
         ride_id: &str,
         mut known: Option<RideDoc>,
         now: i64,
+        answers: Option<&IdemKey<'_>>,
     ) -> Result<Option<RideDoc>, DispatchError> {
         for _ in 0..CLAIM_ROUNDS {
             let ride = match known.take() {
@@ -453,7 +496,7 @@ impl Dispatcher {
             if ranked.is_empty() {
                 return self.no_driver(ride_id, now).await;
             }
-            match self.offer(&ride, radius, &ranked, now).await? {
+            match self.offer(&ride, radius, &ranked, now, answers).await? {
                 Claim::Offered(offer) => {
                     let mut after = ride;
                     after.offer = Some(offer.id);
@@ -477,6 +520,7 @@ impl Dispatcher {
         radius: usize,
         ranked: &[Candidate],
         now: i64,
+        answers: Option<&IdemKey<'_>>,
     ) -> Result<Claim, DispatchError> {
         let timeout_ms = self.settings.offer_timeout_s as i64 * 1000;
         let offer_id = new_id("offer");
@@ -488,6 +532,7 @@ impl Dispatcher {
                 ranked,
                 self.settings.max_attempts,
                 (&offer_id, now + timeout_ms),
+                answers,
             )
             .await?;
         match &claim {
@@ -501,7 +546,7 @@ impl Dispatcher {
             }
             Claim::NotWanted => {}
             Claim::AllTaken(taken) => {
-                let mut h = self.engaged_hint.lock();
+                let mut h = self.engaged_hint.0.write();
                 for d in taken {
                     h.insert(d.clone(), now + ENGAGED_HINT_MS);
                 }
@@ -534,7 +579,7 @@ impl Dispatcher {
 
     /// Engagement of a driver seen elsewhere (another replica's offer, accept or release).
     pub fn engaged_elsewhere(&self, driver: &str, engaged: bool) {
-        let mut h = self.engaged_hint.lock();
+        let mut h = self.engaged_hint.0.write();
         if engaged {
             h.insert(driver.to_owned(), now_ms() + ANNOUNCED_HINT_MS);
         } else {
@@ -544,7 +589,7 @@ impl Dispatcher {
 
     /// Forgets every engagement hint (the announcements may have been missed).
     pub fn forget_engagements(&self) {
-        self.engaged_hint.lock().clear();
+        self.engaged_hint.0.write().clear();
     }
 
     /// Sweeps every `interval` until the process stops.
@@ -593,6 +638,7 @@ impl Dispatcher {
         if let Book::Memory(m) = &self.book {
             m.forget_ended(now, crate::book::RETENTION_MS);
         }
+        self.engaged_hint.0.write().retain(|_, until| *until > now);
         Ok(moved)
     }
 
@@ -681,7 +727,7 @@ impl Dispatcher {
                 continue;
             };
             let claim = self
-                .offer(ride, *radius, std::slice::from_ref(c), now)
+                .offer(ride, *radius, std::slice::from_ref(c), now, None)
                 .await?;
             if matches!(claim, Claim::Offered(_)) {
                 offers += 1;
@@ -826,14 +872,16 @@ impl Dispatcher {
                 .ok_or_else(|| DispatchError::UnknownProduct(c.to_owned()))?;
             filter = filter.vehicle_class(code as u8);
         }
-        let hint: HashSet<String> = self.engaged_hint.lock().keys().cloned().collect();
+        let now = now_ms();
+        let hint = self.engaged_hint.0.read();
         let found = self.index.nearest_where(
             at,
             k.min(self.settings.max_nearby),
             &filter,
             Some(radius_m),
-            |id| !hint.contains(id.as_str()),
+            |id| !hint.get(id.as_str()).is_some_and(|until| *until > now),
         );
+        drop(hint);
         Ok(found
             .into_iter()
             .map(|n| {

@@ -10,8 +10,10 @@
 //! - `gm:{r}:offer:<id>` hash: `ride`, `driver`, `token`, `distance`, `eta`, `expires`;
 //! - `gm:{r}:drv:<driver>` hash: `token` (the fencing token: incremented by every claim of
 //!   the driver), `offer` or `ride` while the driver holds one — the driver lock;
-//! - `gm:{r}:open:<rider>`: the rider's open ride; `gm:{r}:idem:<rider>:<key>`: hash `body`,
-//!   `ride` of an `Idempotency-Key`;
+//! - `gm:{r}:open:<rider>`: the rider's open ride; `gm:{r}:idem:<len>:<rider>:<key>`: hash
+//!   `body`, `ride` (written with the ride, in the create script) and `pending` (since when
+//!   the request is being answered; the claim of its first offer removes it) of an
+//!   `Idempotency-Key`;
 //! - sorted sets `gm:{r}:deadlines` (offer → expiry), `gm:{r}:due` (scheduled ride →
 //!   dispatch time), `gm:{r}:idle` (dispatching ride without an offer → since); set
 //!   `gm:{r}:open` of rides not yet ended.
@@ -28,7 +30,10 @@ use deadpool_redis::Pool;
 use redis::Script;
 
 use crate::book::{BookError, Stepped};
-use crate::book::{Candidate, Claim, IdemBegin, OfferEnd, OfferRecord, RideBase, RideDoc, Step};
+use crate::book::{
+    Candidate, Claim, Created, IdemKey, IdemSeen, OfferEnd, OfferRecord, RideBase, RideDoc, Step,
+    IDEM_PENDING_MS,
+};
 use crate::ride::{DispatchError, RideState, Transition};
 
 const P: &str = "gm:{r}:";
@@ -38,14 +43,18 @@ pub const ENGAGED: &str = "gm:dispatch:engaged";
 pub const OFFERS: &str = "gm:dispatch:offers";
 /// Ended rides stay readable this long.
 const RETENTION_S: u64 = 7 * 86_400;
-/// An `Idempotency-Key` whose request never finished (a crashed replica) frees after this.
-const PENDING_TTL_S: u64 = 60;
 
 const LUA_CREATE: &str = r#"
--- KEYS: ride, tr, open:<rider>, idle, due, open set
--- ARGV: id, base, rider, now, state, dispatch_at, tip
+-- KEYS: ride, tr, open:<rider>, idle, due, open set, idem
+-- ARGV: id, base, rider, now, state, dispatch_at, tip, body, idem_ttl_s, answered ('1'),
+--       pending_ms
+local seen = IDEM_SEEN(KEYS[7], ARGV[8], ARGV[4], ARGV[11])
+if seen then return seen end
 local cur = redis.call('GET', KEYS[3])
 if cur then return {'open', cur} end
+redis.call('HSET', KEYS[7], 'body', ARGV[8], 'ride', ARGV[1])
+if ARGV[10] ~= '1' then redis.call('HSET', KEYS[7], 'pending', ARGV[4]) end
+redis.call('EXPIRE', KEYS[7], ARGV[9])
 redis.call('HSET', KEYS[1], 'base', ARGV[2], 'rider', ARGV[3], 'state', ARGV[5],
   'attempts', 0, 'radius', 0, 'since', ARGV[4], 'tip', ARGV[7])
 redis.call('RPUSH', KEYS[2], 'requested|' .. ARGV[4] .. '|')
@@ -67,8 +76,9 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
 "#;
 
 const LUA_CLAIM: &str = r#"
--- KEYS: ride, ex, idle, deadlines
+-- KEYS: ride, ex, idle, deadlines[, idem: the request this claim answers]
 -- ARGV: ride_id, offer_id, expires_ms, max_attempts, radius, then (driver, distance, eta)...
+if KEYS[5] then redis.call('HDEL', KEYS[5], 'pending') end
 local r = KEYS[1]
 local s = redis.call('HMGET', r, 'state', 'offer', 'attempts')
 if s[1] ~= 'dispatching' or s[2] or tonumber(s[3]) >= tonumber(ARGV[4]) then
@@ -229,20 +239,26 @@ return out
 "#;
 
 const LUA_IDEM: &str = r#"
--- KEYS: idem; ARGV: body, pending_ttl_s
-local v = redis.call('HMGET', KEYS[1], 'body', 'ride')
-if not v[1] then
-  redis.call('HSET', KEYS[1], 'body', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-  return {'new'}
+-- KEYS: idem; ARGV: body, now, pending_ms
+return IDEM_SEEN(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) or {'unused'}
+"#;
+
+/// Shared by the scripts that look at a used `Idempotency-Key` (hash `body`, `ride`, and
+/// `pending` = since when its request is being answered): nil when unused.
+const LUA_IDEM_SEEN: &str = r#"
+local function IDEM_SEEN(k, body, now, pending_ms)
+  local v = redis.call('HMGET', k, 'body', 'ride', 'pending')
+  if not v[1] then return nil end
+  if v[1] ~= body then return {'reused'} end
+  if not v[2] or (v[3] and tonumber(v[3]) + tonumber(pending_ms) > tonumber(now)) then
+    return {'in_progress'}
+  end
+  return {'replay', v[2]}
 end
-if v[1] ~= ARGV[1] then return {'reused'} end
-if not v[2] then return {'in_progress'} end
-return {'replay', v[2]}
 "#;
 
 fn script(body: &str) -> Script {
-    let prelude = format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n");
+    let prelude = format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n{LUA_IDEM_SEEN}");
     Script::new(&format!("{prelude}{body}"))
 }
 
@@ -265,6 +281,28 @@ fn state_of(s: &str) -> Option<RideState> {
 
 fn bad(what: &str) -> BookError {
     BookError(format!("malformed dispatch state in Redis: {what}"))
+}
+
+/// `…:idem:<rider length>:<rider>:<key>`: the length keeps riders whose ids contain `:`
+/// from meeting each other's keys.
+fn idem_key(idem: &IdemKey<'_>) -> String {
+    key(&["idem", &idem.rider.len().to_string(), idem.rider, idem.key])
+}
+
+/// A script's verdict on a used key (`reused`, `in_progress`, `replay <ride>`), if that is
+/// what `reply` is.
+fn idem_reply(reply: &[String]) -> Result<Option<IdemSeen>, BookError> {
+    Ok(match reply.first().map(String::as_str) {
+        Some("reused") => Some(IdemSeen::Reused),
+        Some("in_progress") => Some(IdemSeen::InProgress),
+        Some("replay") => Some(IdemSeen::Replay(
+            reply
+                .get(1)
+                .cloned()
+                .ok_or_else(|| bad("idempotency replay"))?,
+        )),
+        _ => None,
+    })
 }
 
 /// An offer from a script's reply: ride, driver, token, distance, eta, expires.
@@ -340,51 +378,36 @@ impl RedisBook {
             .await
     }
 
-    pub(crate) async fn idem_begin(
+    pub(crate) async fn idem_seen(
         &self,
-        rider: &str,
-        key_: &str,
-        body: &str,
-        _ttl_s: u64,
-    ) -> Result<IdemBegin, BookError> {
+        idem: &IdemKey<'_>,
+    ) -> Result<Option<IdemSeen>, BookError> {
         let reply = self
             .run(
                 &self.idem,
-                &[key(&["idem", rider, key_])],
-                &[body.to_owned(), PENDING_TTL_S.to_string()],
+                &[idem_key(idem)],
+                &[
+                    idem.body.to_owned(),
+                    crate::dispatch::now_ms().to_string(),
+                    IDEM_PENDING_MS.to_string(),
+                ],
             )
             .await?;
-        Ok(match reply.first().map(String::as_str) {
-            Some("new") => IdemBegin::New,
-            Some("reused") => IdemBegin::Reused,
-            Some("in_progress") => IdemBegin::InProgress,
-            Some("replay") => {
-                IdemBegin::Replay(reply.get(1).cloned().ok_or_else(|| bad("idempotency"))?)
-            }
-            _ => return Err(bad("idempotency reply")),
-        })
+        match idem_reply(&reply)? {
+            Some(seen) => Ok(Some(seen)),
+            None if reply.first().map(String::as_str) == Some("unused") => Ok(None),
+            None => Err(bad("idempotency reply")),
+        }
     }
 
-    pub(crate) async fn idem_finish(
-        &self,
-        rider: &str,
-        key_: &str,
-        ride: Option<&str>,
-        ttl_s: u64,
-    ) -> Result<(), BookError> {
-        let k = key(&["idem", rider, key_]);
-        let ride = ride.map(str::to_owned);
+    pub(crate) async fn idem_finish(&self, idem: &IdemKey<'_>) -> Result<(), BookError> {
+        let k = idem_key(idem);
         self.call(|mut c| async move {
-            let mut pipe = redis::pipe();
-            match ride {
-                Some(ride) => pipe
-                    .hset(&k, "ride", ride)
-                    .ignore()
-                    .expire(&k, ttl_s as i64)
-                    .ignore(),
-                None => pipe.del(&k).ignore(),
-            };
-            pipe.query_async::<()>(&mut c).await
+            redis::cmd("HDEL")
+                .arg(&k)
+                .arg("pending")
+                .query_async::<()>(&mut c)
+                .await
         })
         .await
     }
@@ -393,7 +416,9 @@ impl RedisBook {
         &self,
         ride: &RideDoc,
         dispatch_at: i64,
-    ) -> Result<Result<(), String>, BookError> {
+        idem: &IdemKey<'_>,
+        answered: bool,
+    ) -> Result<Created, BookError> {
         let [r, tr, _] = ride_keys(&ride.base.id);
         let base = serde_json::to_string(&ride.base).map_err(|e| BookError(e.to_string()))?;
         let reply = self
@@ -406,6 +431,7 @@ impl RedisBook {
                     key(&["idle"]),
                     key(&["due"]),
                     key(&["open"]),
+                    idem_key(idem),
                 ],
                 &[
                     ride.base.id.clone(),
@@ -415,12 +441,19 @@ impl RedisBook {
                     ride.state.name().to_owned(),
                     dispatch_at.to_string(),
                     ride.tip_minor.to_string(),
+                    idem.body.to_owned(),
+                    idem.ttl_s.to_string(),
+                    if answered { "1" } else { "0" }.to_owned(),
+                    IDEM_PENDING_MS.to_string(),
                 ],
             )
             .await?;
+        if let Some(seen) = idem_reply(&reply)? {
+            return Ok(Created::Seen(seen));
+        }
         match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Ok(())),
-            Some("open") => Ok(Err(reply.get(1).cloned().unwrap_or_default())),
+            Some("ok") => Ok(Created::Made),
+            Some("open") => Ok(Created::Open(reply.get(1).cloned().unwrap_or_default())),
             _ => Err(bad("create reply")),
         }
     }
@@ -498,8 +531,11 @@ impl RedisBook {
         candidates: &[Candidate],
         max_attempts: u32,
         (offer_id, expires_at_ms): (&str, i64),
+        answers: Option<&IdemKey<'_>>,
     ) -> Result<Claim, BookError> {
         let [r, _, ex] = ride_keys(ride);
+        let mut keys = vec![r, ex, key(&["idle"]), key(&["deadlines"])];
+        keys.extend(answers.map(idem_key));
         let mut args = vec![
             ride.to_owned(),
             offer_id.to_owned(),
@@ -512,13 +548,7 @@ impl RedisBook {
             args.push(format!("{:.1}", c.distance_m));
             args.push(c.eta_s.to_string());
         }
-        let reply = self
-            .run(
-                &self.claim,
-                &[r, ex, key(&["idle"]), key(&["deadlines"])],
-                &args,
-            )
-            .await?;
+        let reply = self.run(&self.claim, &keys, &args).await?;
         match reply.first().map(String::as_str) {
             Some("offered") => {
                 let [_, driver, token, distance, eta] = &reply[..] else {

@@ -266,6 +266,28 @@ both_modes! {
         "idempotency_key_reused",
     )
     .await;
+    // A body that would be refused on its own under a used key: the key's use decides.
+    let mut unknown = ride_body(37.5, 127.0);
+    unknown["product"] = json!("hovercraft");
+    assert_problem(
+        app.post_ride(&rider, "k1", &unknown).await,
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+    // Refused on its own under a fresh key: the key stays free for the corrected body.
+    assert_problem(
+        app.post_ride(&rider, "k9", &unknown).await,
+        422,
+        "unknown_product",
+    )
+    .await;
+    assert_problem(
+        app.post_ride(&rider, "k9", &ride_body(37.5, 127.0)).await,
+        409,
+        "ride_already_open",
+    )
+    .await;
     // One open ride per rider.
     assert_problem(
         app.post_ride(&rider, "k2", &ride_body(37.5, 127.0)).await,
