@@ -17,6 +17,7 @@ DURATION=${DURATION:-20}
 DRAIN=${DRAIN:-30}
 BATCH_WINDOW_MS=${BATCH_WINDOW_MS:-2000}
 RUNS=${RUNS:-"greedy batched redis"}
+REPLICAS=${REPLICAS:-2}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/geomatch-city.XXXXXX")
 PIDS=()
@@ -87,11 +88,14 @@ for run in $RUNS; do
         PIDS+=($!)
         for _ in $(seq 1 100); do [ -S "$WORK/redis.sock" ] && break; sleep 0.1; done
         SECRET="city-benchmark-secret-0123456789abcdef"
-        for port in 18081 18082; do
+        targets=()
+        for i in $(seq 1 "$REPLICAS"); do
+            port=$((18080 + i))
             serve "$port" GEOMATCH__MODE=redis GEOMATCH__REDIS__URL="redis+unix://$WORK/redis.sock" \
                 GEOMATCH__AUTH__JWT_SECRET="$SECRET" GEOMATCH__REDIS__POOL_SIZE="${REDIS_POOL_SIZE:-16}"
+            targets+=("http://127.0.0.1:$port")
         done
-        city "redis, 2 replicas" --targets http://127.0.0.1:18081,http://127.0.0.1:18082
+        city "redis, $REPLICAS replica(s)" --targets "$(IFS=,; echo "${targets[*]}")"
         stop_all
         ;;
     *)

@@ -69,6 +69,12 @@ pub struct CityFigures {
     pub first_offer_p99_ms: f64,
     /// From the server's histogram: the bucket bound under which 99 % fall.
     pub server_first_offer_p99_ms_at_most: f64,
+    /// Redis mode, from the server's histograms: p99 bounds of the two Redis calls of a
+    /// request (store the ride, claim the first offer), as for the line above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_redis_create_p99_ms_at_most: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_redis_claim_p99_ms_at_most: Option<f64>,
     pub accepted: u64,
     pub declined: u64,
     pub completed: u64,
@@ -335,8 +341,9 @@ async fn ride(ctx: Arc<Ctx>, k: u64, due: Instant) {
 }
 
 /// Upper bound of the p-quantile of a Prometheus histogram's cumulative buckets.
-fn bucket_quantile(text: &str, metric: &str, q: f64) -> Option<f64> {
-    let prefix = format!("{metric}_bucket{{le=\"");
+/// `labels`: the series' other labels as exposed before `le`, e.g. `step="claim",`.
+fn bucket_quantile(text: &str, metric: &str, labels: &str, q: f64) -> Option<f64> {
+    let prefix = format!("{metric}_bucket{{{labels}le=\"");
     let mut buckets: Vec<(f64, f64)> = text
         .lines()
         .filter_map(|l| l.strip_prefix(&prefix))
@@ -522,8 +529,18 @@ pub async fn run(
         s.f.first_offer_p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
     }
     s.f.server_first_offer_p99_ms_at_most =
-        bucket_quantile(&metrics, "dispatch_request_to_first_offer_seconds", 0.99)
+        bucket_quantile(&metrics, "dispatch_request_to_first_offer_seconds", "", 0.99)
             .unwrap_or(f64::NAN);
+    let redis_step = |step: &str| {
+        bucket_quantile(
+            &metrics,
+            "dispatch_redis_seconds",
+            &format!("step=\"{step}\","),
+            0.99,
+        )
+    };
+    s.f.server_redis_create_p99_ms_at_most = redis_step("create");
+    s.f.server_redis_claim_p99_ms_at_most = redis_step("claim");
     s.f.match_rate = s.f.accepted as f64 / s.f.created.max(1) as f64;
     s.f.mean_pickup_eta_s = s.pickup_eta_sum / s.f.accepted.max(1) as f64;
     let f = s.f.clone();
@@ -538,6 +555,14 @@ pub async fn run(
         f.first_offer_p99_ms,
         f.server_first_offer_p99_ms_at_most,
     );
+    if let (Some(create), Some(claim)) = (
+        f.server_redis_create_p99_ms_at_most,
+        f.server_redis_claim_p99_ms_at_most,
+    ) {
+        println!(
+            "   Redis calls of a request on the first replica: store the ride p99 ≤ {create:.1} ms, claim the offer p99 ≤ {claim:.1} ms"
+        );
+    }
     println!(
         "   accepted {} (match rate {:.1} %), mean pickup ETA {:.0} s, declined {}, completed {}; final states {:?}; refused {:?}; errors {:?}; invariant violations: {}",
         f.accepted,
@@ -564,9 +589,12 @@ mod tests {
     #[test]
     fn the_quantile_of_a_prometheus_histogram_is_the_first_bucket_reaching_it() {
         let text = "m_bucket{le=\"0.001\"} 50\nm_bucket{le=\"0.002\"} 98\nm_bucket{le=\"0.004\"} 100\nm_bucket{le=\"+Inf\"} 100\n";
-        assert_eq!(bucket_quantile(text, "m", 0.5), Some(1.0));
-        assert_eq!(bucket_quantile(text, "m", 0.99), Some(4.0));
-        assert_eq!(bucket_quantile("", "m", 0.99), None);
+        assert_eq!(bucket_quantile(text, "m", "", 0.5), Some(1.0));
+        assert_eq!(bucket_quantile(text, "m", "", 0.99), Some(4.0));
+        assert_eq!(bucket_quantile("", "m", "", 0.99), None);
+        let labelled = "m_bucket{step=\"a\",le=\"0.001\"} 1\nm_bucket{step=\"a\",le=\"+Inf\"} 1\nm_bucket{step=\"b\",le=\"0.001\"} 0\nm_bucket{step=\"b\",le=\"0.008\"} 2\nm_bucket{step=\"b\",le=\"+Inf\"} 2\n";
+        assert_eq!(bucket_quantile(labelled, "m", "step=\"a\",", 0.99), Some(1.0));
+        assert_eq!(bucket_quantile(labelled, "m", "step=\"b\",", 0.99), Some(8.0));
     }
 
     #[test]

@@ -271,11 +271,11 @@ impl EtaPricing {
     }
 
     /// Redis mode: shares demand, surge and learned speeds with every other replica through
-    /// the Redis behind `pool`. Surge is then computed by [`EtaPricing::sync`] (one replica
-    /// per round), not by [`EtaPricing::tick`].
-    pub fn with_redis(mut self, pool: deadpool_redis::Pool) -> Self {
+    /// `redis`. Surge is then computed by [`EtaPricing::sync`] (one replica per round), not
+    /// by [`EtaPricing::tick`].
+    pub fn with_redis(mut self, redis: geomatch_common::redis::Redis) -> Self {
         self.shared = Some(Shared {
-            store: PricingStore::new(pool, self.metrics.clone()),
+            store: PricingStore::new(redis, self.metrics.clone()),
             pending_demand: Mutex::default(),
             pending_speeds: SpeedLearner::new(*self.learner.config()),
             version: AtomicI64::new(0),

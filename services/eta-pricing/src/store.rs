@@ -24,8 +24,7 @@
 //!     them exactly as [`geomatch_eta::Slot::merge`]) and read back what changed since the
 //!     counter value they last saw.
 
-use deadpool_redis::Pool;
-use geomatch_common::redis::{call, query_pipe, RedisError};
+use geomatch_common::redis::{call, query_pipe, Redis, RedisError};
 use geomatch_eta::Slot;
 use geomatch_index::CellIndex;
 use redis::Script;
@@ -137,9 +136,10 @@ pub struct SharedRound {
     pub supply: Vec<(u64, u32)>,
 }
 
-/// The Redis side of eta-pricing. Shares the process's pool (location ingest's store).
+/// The Redis side of eta-pricing. Shares the process's Redis handle (location ingest's
+/// store).
 pub struct PricingStore {
-    pool: Pool,
+    redis: Redis,
     quote: Script,
     claim: Script,
     publish: Script,
@@ -167,9 +167,9 @@ fn parse_slot(value: &str) -> Option<Slot> {
 }
 
 impl PricingStore {
-    pub fn new(pool: Pool, metrics: PricingMetrics) -> Self {
+    pub fn new(redis: Redis, metrics: PricingMetrics) -> Self {
         PricingStore {
-            pool,
+            redis,
             quote: Script::new(LUA_QUOTE),
             claim: Script::new(LUA_CLAIM),
             publish: Script::new(LUA_PUBLISH),
@@ -180,10 +180,10 @@ impl PricingStore {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let (result, took) = call(&self.pool, f).await;
+        let (result, took) = call(&self.redis, f).await;
         self.metrics.redis_seconds.observe(took.as_secs_f64());
         if result.is_err() {
             self.metrics.redis_errors.inc();
@@ -344,7 +344,7 @@ impl PricingStore {
             }
         }
         let script = &self.speeds;
-        self.call(|mut c| async move { query_pipe::<()>(&mut c, &pipe, &[script]).await })
+        self.call(|mut c| async move { query_pipe::<(), _>(&mut c, &pipe, &[script]).await })
             .await
     }
 

@@ -257,7 +257,7 @@ impl Application {
             Store::Embedded => PeopleStore::Embedded(Default::default()),
             // People nearby shares the process's Redis pool.
             Store::Redis(redis) => PeopleStore::Redis(matching::people::redis::RedisPeople::new(
-                redis.pool().clone(),
+                redis.redis().clone(),
             )),
         };
         let people = web::Data::new(People::new(
@@ -266,8 +266,8 @@ impl Application {
             settings.people.clone(),
         ));
         let mut background = Vec::new();
-        let redis_pool = match &store {
-            Store::Redis(redis) => Some(redis.pool().clone()),
+        let shared_redis = match &store {
+            Store::Redis(redis) => Some(redis.redis().clone()),
             Store::Embedded => None,
         };
         background.push(tokio::spawn(people_sweep(
@@ -280,7 +280,7 @@ impl Application {
         if let Store::Redis(redis) = &store {
             // This process's index follows the shared state (snapshot, then the streams).
             let follower = Follower::new(
-                redis.pool().clone(),
+                redis.redis().pool().clone(),
                 index.clone(),
                 FollowerMetrics::new(&metrics).context("registering replica metrics")?,
             )
@@ -298,7 +298,7 @@ impl Application {
         if let Store::Redis(redis) = &store {
             // Demand, surge rounds and learned speeds shared by every replica (of every
             // service: matching prices and ranks with the same model).
-            pricing = pricing.with_redis(redis.pool().clone());
+            pricing = pricing.with_redis(redis.redis().clone());
         }
         let pricing = web::Data::new(pricing);
         if pricing.is_shared() {
@@ -324,14 +324,19 @@ impl Application {
         // Embedded: rides live in this process and offers go straight to the hub. Redis:
         // rides live in Redis and offers are published for whichever process holds the
         // driver's WebSocket.
-        let (book, notifier) = match &redis_pool {
+        let matching_metrics =
+            MatchingMetrics::new(&metrics).context("registering matching metrics")?;
+        let (book, notifier) = match &shared_redis {
             None => (
                 Book::Memory(MemoryBook::new(index.clone())),
                 hub_notifier.clone(),
             ),
-            Some(pool) => (
-                Book::Redis(RedisBook::new(pool.clone())),
-                Arc::new(RedisNotifier::new(pool.clone())) as Arc<dyn Notifier>,
+            Some(redis) => (
+                Book::Redis(RedisBook::new(
+                    redis.clone(),
+                    matching_metrics.redis_seconds.clone(),
+                )),
+                Arc::new(RedisNotifier::new(redis.clone())) as Arc<dyn Notifier>,
             ),
         };
         let dispatcher = Arc::new(Dispatcher::new(
@@ -340,7 +345,7 @@ impl Application {
             settings.matching.clone(),
             settings.ingest.vehicle_classes.clone(),
             notifier,
-            MatchingMetrics::new(&metrics).context("registering matching metrics")?,
+            matching_metrics,
             pricing.model(),
             Some(Arc::new(PricingBridge(pricing.clone().into_inner()))
                 as Arc<dyn matching::dispatch::Pricing>),
@@ -356,7 +361,7 @@ impl Application {
                 background.push(tokio::spawn(dispatcher.clone().run_batches()));
             }
         }
-        if redis_pool.is_some() && (services.includes_matching() || services.includes_ingest()) {
+        if shared_redis.is_some() && (services.includes_matching() || services.includes_ingest()) {
             // Other replicas' offers and rides (search hints), and offers for the drivers
             // connected here.
             background.push(tokio::spawn(matching::redis_book::follow_events(

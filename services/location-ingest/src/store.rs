@@ -27,7 +27,8 @@
 //! the state is packed with Lua's `struct` library for the same reason (numbers to and from
 //! text are slow in Lua). The HTTP answer is sent only after Redis accepted the write.
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
+use geomatch_common::redis::Redis;
 use geomatch_common::config::{IngestSettings, RedisSettings};
 use geomatch_index::{Attributes, EntryId, Kind, Position, Status};
 use redis::Script;
@@ -234,7 +235,7 @@ const SWEEP_BATCH: u32 = 1000;
 
 /// The Redis side of ingest.
 pub struct RedisStore {
-    pool: Pool,
+    redis: Redis,
     push: Script,
     status: Script,
     sweep: Script,
@@ -442,7 +443,7 @@ impl RedisStore {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| StoreError::Redis(e.to_string()))?;
         Ok(RedisStore {
-            pool,
+            redis: Redis::new(pool, &settings.url, settings.connect_timeout())?,
             push: Script::new(&format!("{LUA_COMMON}{LUA_PUSH}")),
             status: Script::new(&format!("{LUA_COMMON}{LUA_STATUS}")),
             sweep: Script::new(&format!("{LUA_COMMON}{LUA_SWEEP}")),
@@ -451,8 +452,9 @@ impl RedisStore {
         })
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    /// The process's Redis handle, shared by every service.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
     }
 
     /// What this store's `locations` events carry as `by`.
@@ -473,10 +475,10 @@ impl RedisStore {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let (result, took) = geomatch_common::redis::call(&self.pool, f).await;
+        let (result, took) = geomatch_common::redis::call(&self.redis, f).await;
         self.metrics.redis_seconds.observe(took.as_secs_f64());
         if result.is_err() {
             self.metrics.redis_errors.inc();

@@ -434,7 +434,7 @@ impl Dispatcher {
                 Some(self.settings.radii_m[radius]),
                 |id| {
                     !ride.excluded.contains(id.as_str())
-                        && !hint.get(id.as_str()).is_some_and(|until| *until > now)
+                        && hint.get(id.as_str()).is_none_or(|until| *until <= now)
                 },
             );
             self.metrics.candidates.observe(found.len() as f64);
@@ -879,7 +879,7 @@ impl Dispatcher {
             k.min(self.settings.max_nearby),
             &filter,
             Some(radius_m),
-            |id| !hint.get(id.as_str()).is_some_and(|until| *until > now),
+            |id| hint.get(id.as_str()).is_none_or(|until| *until <= now),
         );
         drop(hint);
         Ok(found

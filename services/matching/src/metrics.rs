@@ -1,7 +1,7 @@
 //! Prometheus metrics of dispatch.
 
 use geomatch_common::metrics::Metrics;
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
 #[derive(Clone)]
 pub struct MatchingMetrics {
@@ -13,6 +13,8 @@ pub struct MatchingMetrics {
     pub rides: IntCounterVec,
     pub candidates: Histogram,
     pub open_rides: IntGauge,
+    /// Latency of the dispatch book's Redis calls (Redis mode), by step.
+    pub redis_seconds: HistogramVec,
 }
 
 impl MatchingMetrics {
@@ -49,6 +51,14 @@ impl MatchingMetrics {
                 .buckets(vec![0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]),
             )?,
             open_rides: IntGauge::new("dispatch_open_rides", "Rides not yet in a terminal state")?,
+            redis_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "dispatch_redis_seconds",
+                    "Latency of the dispatch book's Redis calls, by step",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 14)?),
+                &["step"],
+            )?,
         };
         metrics.register(m.to_first_offer.clone())?;
         metrics.register(m.to_accept.clone())?;
@@ -56,6 +66,7 @@ impl MatchingMetrics {
         metrics.register(m.rides.clone())?;
         metrics.register(m.candidates.clone())?;
         metrics.register(m.open_rides.clone())?;
+        metrics.register(m.redis_seconds.clone())?;
         Ok(m)
     }
 }

@@ -26,7 +26,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use geomatch_common::redis::Redis;
+use prometheus::HistogramVec;
 use redis::Script;
 
 use crate::book::{BookError, Stepped};
@@ -257,9 +258,18 @@ local function IDEM_SEEN(k, body, now, pending_ms)
 end
 "#;
 
-fn script(body: &str) -> Script {
+/// A script and the step name its latency is recorded under.
+struct BookScript {
+    name: &'static str,
+    script: Script,
+}
+
+fn script(name: &'static str, body: &str) -> BookScript {
     let prelude = format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n{LUA_IDEM_SEEN}");
-    Script::new(&format!("{prelude}{body}"))
+    BookScript {
+        name,
+        script: Script::new(&format!("{prelude}{body}")),
+    }
 }
 
 fn key(parts: &[&str]) -> String {
@@ -323,58 +333,65 @@ fn offer_from(id: &str, f: &[String]) -> Result<OfferRecord, BookError> {
 
 /// Dispatch state in Redis; see the module documentation for the layout.
 pub struct RedisBook {
-    pool: Pool,
-    create: Script,
-    read: Script,
-    claim: Script,
-    close: Script,
-    accept: Script,
-    step: Script,
-    tip: Script,
-    start_due: Script,
-    idem: Script,
+    redis: Redis,
+    latency: HistogramVec,
+    create: BookScript,
+    read: BookScript,
+    claim: BookScript,
+    close: BookScript,
+    accept: BookScript,
+    step: BookScript,
+    tip: BookScript,
+    start_due: BookScript,
+    idem: BookScript,
 }
 
 impl RedisBook {
-    pub fn new(pool: Pool) -> Self {
+    /// On the process's shared Redis handle; each call's latency goes to `latency` (by
+    /// step).
+    pub fn new(redis: Redis, latency: HistogramVec) -> Self {
         RedisBook {
-            pool,
-            create: script(LUA_CREATE),
-            read: script(LUA_READ),
-            claim: script(LUA_CLAIM),
-            close: script(LUA_CLOSE),
-            accept: script(LUA_ACCEPT),
-            step: script(LUA_STEP),
-            tip: script(LUA_TIP),
-            start_due: script(LUA_START_DUE),
-            idem: script(LUA_IDEM),
+            redis,
+            latency,
+            create: script("create", LUA_CREATE),
+            read: script("read", LUA_READ),
+            claim: script("claim", LUA_CLAIM),
+            close: script("close", LUA_CLOSE),
+            accept: script("accept", LUA_ACCEPT),
+            step: script("step", LUA_STEP),
+            tip: script("tip", LUA_TIP),
+            start_due: script("start_due", LUA_START_DUE),
+            idem: script("idem", LUA_IDEM),
         }
     }
 
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, BookError>
+    async fn call<T, F, Fut>(&self, step: &'static str, f: F) -> Result<T, BookError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         // The shared timeout discipline: an error within 800 ms, answered as 503.
-        let (result, _) = geomatch_common::redis::call(&self.pool, f).await;
+        let (result, took) = geomatch_common::redis::call(&self.redis, f).await;
+        self.latency
+            .with_label_values(&[step])
+            .observe(took.as_secs_f64());
         result.map_err(|e| BookError(e.to_string()))
     }
 
     async fn run(
         &self,
-        script: &Script,
+        script: &BookScript,
         keys: &[String],
         args: &[String],
     ) -> Result<Vec<String>, BookError> {
-        let mut inv = script.prepare_invoke();
+        let mut inv = script.script.prepare_invoke();
         for k in keys {
             inv.key(k);
         }
         for a in args {
             inv.arg(a);
         }
-        self.call(|mut c| async move { inv.invoke_async(&mut c).await })
+        self.call(script.name, |mut c| async move { inv.invoke_async(&mut c).await })
             .await
     }
 
@@ -402,7 +419,7 @@ impl RedisBook {
 
     pub(crate) async fn idem_finish(&self, idem: &IdemKey<'_>) -> Result<(), BookError> {
         let k = idem_key(idem);
-        self.call(|mut c| async move {
+        self.call("idem_finish", |mut c| async move {
             redis::cmd("HDEL")
                 .arg(&k)
                 .arg("pending")
@@ -460,12 +477,12 @@ impl RedisBook {
 
     pub(crate) async fn ride(&self, id: &str) -> Result<Option<RideDoc>, BookError> {
         let keys = ride_keys(id);
-        let mut inv = self.read.prepare_invoke();
+        let mut inv = self.read.script.prepare_invoke();
         for k in &keys {
             inv.key(k);
         }
         let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) = self
-            .call(|mut c| async move { inv.invoke_async(&mut c).await })
+            .call(self.read.name, |mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
         if fields.is_empty() {
             return Ok(None);
@@ -715,7 +732,7 @@ impl RedisBook {
     pub(crate) async fn offer(&self, offer: &str) -> Result<Option<OfferRecord>, BookError> {
         let k = key(&["offer", offer]);
         let fields: Vec<Option<String>> = self
-            .call(|mut c| async move {
+            .call("offer", |mut c| async move {
                 redis::cmd("HMGET")
                     .arg(&k)
                     .arg(&["ride", "driver", "token", "distance", "eta", "expires"])
@@ -736,7 +753,7 @@ impl RedisBook {
     ) -> Result<Option<OfferRecord>, BookError> {
         let k = geomatch_common::redis_keys::dispatch_driver(driver);
         let offer: Option<String> = self
-            .call(|mut c| async move {
+            .call("offer_of_driver", |mut c| async move {
                 redis::cmd("HGET")
                     .arg(&k)
                     .arg("offer")
@@ -752,7 +769,7 @@ impl RedisBook {
 
     pub(crate) async fn expired_offers(&self, now: i64) -> Result<Vec<String>, BookError> {
         let k = key(&["deadlines"]);
-        self.call(|mut c| async move {
+        self.call("expired_offers", |mut c| async move {
             redis::cmd("ZRANGEBYSCORE")
                 .arg(&k)
                 .arg("-inf")
@@ -778,7 +795,7 @@ impl RedisBook {
     pub(crate) async fn idle(&self) -> Result<Vec<(String, i64)>, BookError> {
         let k = key(&["idle"]);
         let flat: Vec<(String, f64)> = self
-            .call(|mut c| async move {
+            .call("idle", |mut c| async move {
                 redis::cmd("ZRANGE")
                     .arg(&k)
                     .arg(0)
@@ -793,7 +810,7 @@ impl RedisBook {
 
     pub(crate) async fn open_count(&self) -> Result<u64, BookError> {
         let k = key(&["open"]);
-        self.call(|mut c| async move { redis::cmd("SCARD").arg(&k).query_async(&mut c).await })
+        self.call("open_count", |mut c| async move { redis::cmd("SCARD").arg(&k).query_async(&mut c).await })
             .await
     }
 
@@ -801,7 +818,7 @@ impl RedisBook {
     pub(crate) async fn batch_turn(&self, window_ms: u64) -> Result<bool, BookError> {
         let k = key(&["batch"]);
         let won: Option<String> = self
-            .call(|mut c| async move {
+            .call("batch_turn", |mut c| async move {
                 redis::cmd("SET")
                     .arg(&k)
                     .arg(std::process::id())
@@ -818,12 +835,12 @@ impl RedisBook {
 
 /// Publishes offers on [`OFFERS`], for whichever process holds the driver's WebSocket.
 pub struct RedisNotifier {
-    pool: Pool,
+    redis: Redis,
 }
 
 impl RedisNotifier {
-    pub fn new(pool: Pool) -> Self {
-        RedisNotifier { pool }
+    pub fn new(redis: Redis) -> Self {
+        RedisNotifier { redis }
     }
 }
 
@@ -843,10 +860,10 @@ impl crate::dispatch::Notifier for RedisNotifier {
         let Ok(payload) = serde_json::to_string(&event) else {
             return;
         };
-        let pool = self.pool.clone();
+        let redis = self.redis.clone();
         // Best effort: a driver without the push still finds the offer by polling.
         tokio::spawn(async move {
-            let (sent, _) = geomatch_common::redis::call(&pool, |mut c| async move {
+            let (sent, _) = geomatch_common::redis::call(&redis, |mut c| async move {
                 redis::cmd("PUBLISH")
                     .arg(OFFERS)
                     .arg(payload)

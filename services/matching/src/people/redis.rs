@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 
-use deadpool_redis::Pool;
+use geomatch_common::redis::Redis;
 use geomatch_index::EntryId;
 use redis::{Script, Value};
 
@@ -103,7 +103,7 @@ fn quota_key(id: &str, day: u32) -> String {
 }
 
 pub struct RedisPeople {
-    pool: Pool,
+    redis: Redis,
     own: Script,
     pair: Script,
     liked: Script,
@@ -121,10 +121,10 @@ fn parse_profile(json: Option<String>, premium: Option<String>) -> Option<Profil
 }
 
 impl RedisPeople {
-    /// On the process's shared Redis pool.
-    pub fn new(pool: Pool) -> Self {
+    /// On the process's shared Redis handle.
+    pub fn new(redis: Redis) -> Self {
         RedisPeople {
-            pool,
+            redis,
             own: Script::new(LUA_SELF),
             pair: Script::new(LUA_PAIR),
             liked: Script::new(LUA_LIKED),
@@ -134,11 +134,11 @@ impl RedisPeople {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, PeopleError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         // The shared timeout discipline: an error within 800 ms, answered as 503.
-        let (result, _) = geomatch_common::redis::call(&self.pool, f).await;
+        let (result, _) = geomatch_common::redis::call(&self.redis, f).await;
         result.map_err(unavailable)
     }
 
