@@ -528,9 +528,13 @@ pub async fn run(
         s.f.first_offer_p50_ms = h.value_at_quantile(0.5) as f64 / 1000.0;
         s.f.first_offer_p99_ms = h.value_at_quantile(0.99) as f64 / 1000.0;
     }
-    s.f.server_first_offer_p99_ms_at_most =
-        bucket_quantile(&metrics, "dispatch_request_to_first_offer_seconds", "", 0.99)
-            .unwrap_or(f64::NAN);
+    s.f.server_first_offer_p99_ms_at_most = bucket_quantile(
+        &metrics,
+        "dispatch_request_to_first_offer_seconds",
+        "",
+        0.99,
+    )
+    .unwrap_or(f64::NAN);
     let redis_step = |step: &str| {
         bucket_quantile(
             &metrics,
@@ -593,8 +597,14 @@ mod tests {
         assert_eq!(bucket_quantile(text, "m", "", 0.99), Some(4.0));
         assert_eq!(bucket_quantile("", "m", "", 0.99), None);
         let labelled = "m_bucket{step=\"a\",le=\"0.001\"} 1\nm_bucket{step=\"a\",le=\"+Inf\"} 1\nm_bucket{step=\"b\",le=\"0.001\"} 0\nm_bucket{step=\"b\",le=\"0.008\"} 2\nm_bucket{step=\"b\",le=\"+Inf\"} 2\n";
-        assert_eq!(bucket_quantile(labelled, "m", "step=\"a\",", 0.99), Some(1.0));
-        assert_eq!(bucket_quantile(labelled, "m", "step=\"b\",", 0.99), Some(8.0));
+        assert_eq!(
+            bucket_quantile(labelled, "m", "step=\"a\",", 0.99),
+            Some(1.0)
+        );
+        assert_eq!(
+            bucket_quantile(labelled, "m", "step=\"b\",", 0.99),
+            Some(8.0)
+        );
     }
 
     #[test]

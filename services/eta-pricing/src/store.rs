@@ -24,7 +24,7 @@
 //!     them exactly as [`geomatch_eta::Slot::merge`]) and read back what changed since the
 //!     counter value they last saw.
 
-use geomatch_common::redis::{call, query_pipe, Redis, RedisError};
+use geomatch_common::redis::{call, Redis, RedisError};
 use geomatch_eta::Slot;
 use geomatch_index::CellIndex;
 use redis::Script;
@@ -36,10 +36,13 @@ use crate::metrics::PricingMetrics;
 /// Hash tags demand and speeds are spread over. Fixed: changing it re-homes the data.
 pub const SHARDS: usize = 16;
 /// Slots per speed flush script call: small enough that one reader page (below) always
-/// holds at least one whole call.
-const FLUSH_CHUNK: usize = 256;
-/// Changed slots read per shard per page.
-const PULL_PAGE: usize = 1024;
+/// holds at least one whole call, and that one call (about 7 µs of Redis per slot) never
+/// holds Redis up for long. The calls go one at a time, not as one pipeline: Redis runs
+/// a client's pipelined commands back to back, and a flush of thousands of slots in one
+/// pipeline stalled every other client (ride requests) for tens of milliseconds.
+const FLUSH_CHUNK: usize = 32;
+/// Changed slots read per shard per call (one call at a time, as above).
+const PULL_PAGE: usize = 256;
 
 const LUA_QUOTE: &str = r#"
 -- KEYS: rider mark, demand bucket; ARGV: window_ms, cell, bucket ttl_ms
@@ -66,6 +69,17 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local v = redis.call('HINCRBY', KEYS[2], 'ver', 1)
 redis.call('HSET', KEYS[2], 'round', ARGV[2])
 return v
+"#;
+
+const LUA_PULL: &str = r#"
+-- KEYS: changes zset, speeds hash; ARGV: after (exclusive counter value), limit
+-- The next page of changed slots: {slot, counter, ...} and their values.
+local page = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES',
+  'LIMIT', 0, tonumber(ARGV[2]))
+if #page == 0 then return {{}, {}} end
+local fields = {}
+for i = 1, #page, 2 do fields[#fields + 1] = page[i] end
+return {page, redis.call('HMGET', KEYS[2], unpack(fields))}
 "#;
 
 const LUA_SPEEDS: &str = r#"
@@ -144,6 +158,7 @@ pub struct PricingStore {
     claim: Script,
     publish: Script,
     speeds: Script,
+    pull: Script,
     metrics: PricingMetrics,
 }
 
@@ -174,6 +189,7 @@ impl PricingStore {
             claim: Script::new(LUA_CLAIM),
             publish: Script::new(LUA_PUBLISH),
             speeds: Script::new(LUA_SPEEDS),
+            pull: Script::new(LUA_PULL),
             metrics,
         }
     }
@@ -325,7 +341,6 @@ impl PricingStore {
             by_shard[shard_of(s.0)].push(s);
         }
         let per_shard = max_slots.div_ceil(SHARDS);
-        let mut pipe = redis::pipe();
         for (shard, slots) in by_shard.iter().enumerate() {
             for chunk in slots.chunks(FLUSH_CHUNK) {
                 let mut inv = self.speeds.prepare_invoke();
@@ -340,12 +355,11 @@ impl PricingStore {
                         .arg(slot.time)
                         .arg(slot.samples);
                 }
-                pipe.invoke_script(&inv).ignore();
+                self.call(|mut c| async move { inv.invoke_async::<i64>(&mut c).await })
+                    .await?;
             }
         }
-        let script = &self.speeds;
-        self.call(|mut c| async move { query_pipe::<(), _>(&mut c, &pipe, &[script]).await })
-            .await
+        Ok(())
     }
 
     /// The shared slots changed since `seen[shard]` (a counter value per shard), updating
@@ -355,54 +369,31 @@ impl PricingStore {
         seen: &mut [i64; SHARDS],
         out: &mut Vec<(CellIndex, u8, Slot)>,
     ) -> Result<bool, RedisError> {
-        let mut pipe = redis::pipe();
-        for (shard, last) in seen.iter().enumerate() {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(speeds_changes_key(shard))
-                .arg(format!("({last}"))
-                .arg("+inf")
-                .arg("WITHSCORES")
-                .arg("LIMIT")
-                .arg(0)
-                .arg(PULL_PAGE);
-        }
-        let pages: Vec<Vec<(String, i64)>> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
-        if pages.iter().all(Vec::is_empty) {
-            return Ok(false);
-        }
-        let mut pipe = redis::pipe();
-        let mut asked = Vec::new();
-        for (shard, page) in pages.iter().enumerate() {
-            if page.is_empty() {
-                continue;
-            }
-            let fields: Vec<&str> = page.iter().map(|(f, _)| f.as_str()).collect();
-            pipe.cmd("HMGET").arg(speeds_key(shard)).arg(fields);
-            asked.push(shard);
-        }
-        let values: Vec<Vec<Option<String>>> = self
-            .call(|mut c| async move { pipe.query_async(&mut c).await })
-            .await?;
         let mut more = false;
-        for (shard, vals) in asked.into_iter().zip(values) {
-            let page = &pages[shard];
-            for ((field, _), val) in page.iter().zip(vals) {
+        for (shard, last) in seen.iter_mut().enumerate() {
+            let mut inv = self.pull.prepare_invoke();
+            inv.key(speeds_changes_key(shard))
+                .key(speeds_key(shard))
+                .arg(*last)
+                .arg(PULL_PAGE);
+            let (page, values): (Vec<(String, i64)>, Vec<Option<String>>) = self
+                .call(|mut c| async move { inv.invoke_async(&mut c).await })
+                .await?;
+            for ((field, _), val) in page.iter().zip(values) {
                 if let (Some((cell, hour)), Some(slot)) =
                     (parse_field(field), val.as_deref().and_then(parse_slot))
                 {
                     out.push((cell, hour, slot));
                 }
             }
-            let top = page.iter().map(|(_, v)| *v).max().unwrap_or(seen[shard]);
+            let top = page.iter().map(|(_, v)| *v).max().unwrap_or(*last);
             if page.len() == PULL_PAGE {
                 // The page may end inside one flush call's slots: read that call's again.
                 // A call holds at most FLUSH_CHUNK < PULL_PAGE slots, so this progresses.
-                seen[shard] = seen[shard].max(top - 1);
+                *last = (*last).max(top - 1);
                 more = true;
             } else {
-                seen[shard] = seen[shard].max(top);
+                *last = (*last).max(top);
             }
         }
         Ok(more)

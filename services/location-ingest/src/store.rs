@@ -28,8 +28,8 @@
 //! text are slow in Lua). The HTTP answer is sent only after Redis accepted the write.
 
 use deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
-use geomatch_common::redis::Redis;
 use geomatch_common::config::{IngestSettings, RedisSettings};
+use geomatch_common::redis::{query_pipe, Redis};
 use geomatch_index::{Attributes, EntryId, Kind, Position, Status};
 use redis::Script;
 
@@ -550,18 +550,9 @@ impl RedisStore {
         }
         let script = &self.push;
         let replies: Vec<Vec<String>> = self
-            .call(|mut c| async move {
-                match pipe.query_async(&mut c).await {
-                    // EVALSHA of a script Redis does not know (first use, or Redis was
-                    // restarted): load it and send the pipeline once more. Nothing ran:
-                    // every call of the pipeline is the same script.
-                    Err(e) if e.to_string().to_ascii_lowercase().contains("noscript") => {
-                        script.load_async(&mut c).await?;
-                        pipe.query_async(&mut c).await
-                    }
-                    other => other,
-                }
-            })
+            // A NOSCRIPT (first use, or Redis restarted) is safe to resend: every call of
+            // the pipeline is the same script, so none of them ran.
+            .call(|mut c| async move { query_pipe(&mut c, &pipe, &[script]).await })
             .await?;
         if replies.len() != calls.len() {
             return Err(StoreError::Reply(format!(

@@ -391,8 +391,10 @@ impl RedisBook {
         for a in args {
             inv.arg(a);
         }
-        self.call(script.name, |mut c| async move { inv.invoke_async(&mut c).await })
-            .await
+        self.call(script.name, |mut c| async move {
+            inv.invoke_async(&mut c).await
+        })
+        .await
     }
 
     pub(crate) async fn idem_seen(
@@ -482,7 +484,9 @@ impl RedisBook {
             inv.key(k);
         }
         let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) = self
-            .call(self.read.name, |mut c| async move { inv.invoke_async(&mut c).await })
+            .call(self.read.name, |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
             .await?;
         if fields.is_empty() {
             return Ok(None);
@@ -810,8 +814,10 @@ impl RedisBook {
 
     pub(crate) async fn open_count(&self) -> Result<u64, BookError> {
         let k = key(&["open"]);
-        self.call("open_count", |mut c| async move { redis::cmd("SCARD").arg(&k).query_async(&mut c).await })
-            .await
+        self.call("open_count", |mut c| async move {
+            redis::cmd("SCARD").arg(&k).query_async(&mut c).await
+        })
+        .await
     }
 
     /// Takes a lock on a batch window: only one replica assigns each batch.

@@ -5,26 +5,27 @@
 //! - the deadpool-redis pool (wait/create timeouts from `[redis]`), for what needs a
 //!   connection of its own for a while: the blocking stream reads of the replica
 //!   follower;
-//! - [`SHARED_CONNECTIONS`] multiplexed connections that every short call shares
-//!   (scripts, pipelines, reads). A checkout from the pool costs a round trip of its
-//!   own (deadpool-redis checks each connection it hands out with `UNWATCH` + `PING`),
-//!   which doubled every call; a multiplexed connection needs no checkout and pipelines
-//!   concurrent calls. Their I/O runs on one thread of its own ([`io_runtime`]), so a
-//!   reply is never held up behind CPU work of the HTTP workers or background tasks.
+//! - one multiplexed connection per thread that calls (each HTTP worker, the background
+//!   runtime), shared by every short call on that thread (scripts, pipelines, reads). A
+//!   checkout from the pool costs a round trip of its own (deadpool-redis checks each
+//!   connection it hands out with `UNWATCH` + `PING`), which doubled every call; a
+//!   multiplexed connection needs no checkout and pipelines concurrent calls. Made on
+//!   the thread that uses it, its I/O runs on that thread's runtime: a call wakes no
+//!   other thread (on a busy machine every thread hop can wait for a core).
 //!
 //! [`call`] adds a ceiling on the whole call, so that a Redis that stops answering turns
 //! into an error within [`CALL_TIMEOUT`] (the services answer 503 with `Retry-After`)
 //! instead of a request that hangs; a connection that failed or timed out is replaced on
 //! next use.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::AsyncConnectionConfig;
 use deadpool_redis::Pool;
-use parking_lot::Mutex;
 
 /// Upper bound on any one Redis call, on top of the pool's own timeouts.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(800);
@@ -40,9 +41,6 @@ pub enum RedisError {
     Reply(String),
 }
 
-/// How many multiplexed connections a process's short calls share.
-pub const SHARED_CONNECTIONS: usize = 4;
-
 /// A process's access to Redis; cheap to clone. See the module documentation.
 #[derive(Clone)]
 pub struct Redis {
@@ -51,11 +49,35 @@ pub struct Redis {
 }
 
 struct Shared {
+    /// Tells this handle's connections apart from other handles' in [`LANES`].
+    id: usize,
     client: ::redis::Client,
     config: AsyncConnectionConfig,
-    /// Connected lazily; emptied when a call finds its connection broken.
-    lanes: Vec<Mutex<Option<MultiplexedConnection>>>,
-    next: AtomicUsize,
+}
+
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's multiplexed connection for one handle.
+struct Lane {
+    handle: usize,
+    conn: MultiplexedConnection,
+    /// Cleared when a call finds the connection broken, or when the runtime that drives
+    /// it shuts down.
+    usable: Arc<AtomicBool>,
+}
+
+thread_local! {
+    /// This thread's connections, one per handle.
+    static LANES: RefCell<Vec<Lane>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Clears a flag when dropped (with the task that holds it: at runtime shutdown).
+struct ClearOnDrop(Arc<AtomicBool>);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Redis {
@@ -68,10 +90,9 @@ impl Redis {
         Ok(Redis {
             pool,
             shared: Arc::new(Shared {
+                id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
                 client,
                 config,
-                lanes: (0..SHARED_CONNECTIONS).map(|_| Mutex::new(None)).collect(),
-                next: AtomicUsize::new(0),
             }),
         })
     }
@@ -81,52 +102,44 @@ impl Redis {
         &self.pool
     }
 
-    /// A shared connection (the next one, round robin), connecting it if needed.
-    async fn lane(&self) -> Result<(usize, MultiplexedConnection), RedisError> {
-        let lanes = &self.shared.lanes;
-        let i = self.shared.next.fetch_add(1, Ordering::Relaxed) % lanes.len();
-        if let Some(c) = lanes[i].lock().clone() {
-            return Ok((i, c));
+    /// This thread's connection, connecting it if needed. Made on this thread, its I/O
+    /// task runs on this thread's runtime.
+    async fn lane(&self) -> Result<(MultiplexedConnection, Arc<AtomicBool>), RedisError> {
+        let id = self.shared.id;
+        let mine = |lanes: &mut Vec<Lane>| {
+            lanes.retain(|l| l.usable.load(Ordering::Relaxed));
+            lanes
+                .iter()
+                .find(|l| l.handle == id)
+                .map(|l| (l.conn.clone(), l.usable.clone()))
+        };
+        if let Some(found) = LANES.with_borrow_mut(mine) {
+            return Ok(found);
         }
-        let (client, config) = (self.shared.client.clone(), self.shared.config.clone());
-        let connect =
-            async move { client.get_multiplexed_async_connection_with_config(&config).await };
-        // The connection's I/O task is spawned where it is made: on the I/O thread.
-        let conn = match io_runtime() {
-            Some(io) => io
-                .spawn(connect)
-                .await
-                .map_err(|e| RedisError::Redis(e.to_string()))?,
-            None => connect.await,
-        }
-        .map_err(|e| RedisError::Redis(e.to_string()))?;
-        // Another call may have connected this lane meanwhile: keep one.
-        Ok((i, lanes[i].lock().get_or_insert(conn).clone()))
+        let conn = self
+            .shared
+            .client
+            .get_multiplexed_async_connection_with_config(&self.shared.config)
+            .await
+            .map_err(|e| RedisError::Redis(e.to_string()))?;
+        let usable = Arc::new(AtomicBool::new(true));
+        let guard = ClearOnDrop(usable.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await
+        });
+        Ok(LANES.with_borrow_mut(|lanes| {
+            // Another call on this thread may have connected meanwhile: keep one.
+            mine(lanes).unwrap_or_else(|| {
+                lanes.push(Lane {
+                    handle: id,
+                    conn: conn.clone(),
+                    usable: usable.clone(),
+                });
+                (conn, usable)
+            })
+        }))
     }
-
-    /// Forgets shared connection `i` (broken or stuck); the next call on it reconnects.
-    fn drop_lane(&self, i: usize) {
-        self.shared.lanes[i].lock().take();
-    }
-}
-
-/// The thread that drives the shared connections' I/O: one per process, started on
-/// first use. `None` if it could not be started (connections then run where made).
-fn io_runtime() -> Option<&'static tokio::runtime::Handle> {
-    static IO: OnceLock<Option<tokio::runtime::Handle>> = OnceLock::new();
-    IO.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .ok()?;
-        let handle = rt.handle().clone();
-        std::thread::Builder::new()
-            .name("redis-io".into())
-            .spawn(move || rt.block_on(std::future::pending::<()>()))
-            .ok()?;
-        Some(handle)
-    })
-    .as_ref()
 }
 
 /// Whether `e` says the connection itself is gone (rather than a command refused).
@@ -134,8 +147,8 @@ fn connection_broken(e: &::redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error()
 }
 
-/// Runs `f` on a shared connection within [`CALL_TIMEOUT`]; returns the result and how
-/// long it took (for the caller's latency metric).
+/// Runs `f` on this thread's shared connection within [`CALL_TIMEOUT`]; returns the
+/// result and how long it took (for the caller's latency metric).
 pub async fn call<T, F, Fut>(redis: &Redis, f: F) -> (Result<T, RedisError>, Duration)
 where
     F: FnOnce(MultiplexedConnection) -> Fut,
@@ -144,11 +157,11 @@ where
     let started = Instant::now();
     let mut used = None;
     let result = tokio::time::timeout(CALL_TIMEOUT, async {
-        let (i, conn) = redis.lane().await?;
-        used = Some(i);
+        let (conn, usable) = redis.lane().await?;
+        used = Some(usable.clone());
         f(conn).await.map_err(|e| {
             if connection_broken(&e) {
-                redis.drop_lane(i);
+                usable.store(false, Ordering::Relaxed);
             }
             RedisError::Redis(e.to_string())
         })
@@ -158,8 +171,8 @@ where
         Ok(r) => r,
         Err(_) => {
             // A connection that does not answer in time is not trusted again.
-            if let Some(i) = used {
-                redis.drop_lane(i);
+            if let Some(usable) = used {
+                usable.store(false, Ordering::Relaxed);
             }
             Err(RedisError::Timeout(CALL_TIMEOUT))
         }

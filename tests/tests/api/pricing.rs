@@ -755,3 +755,91 @@ async fn with_redis_unreachable_a_quote_is_503_with_retry_after_and_etas_still_a
     let m = app.get_metrics().await.text().await.unwrap();
     assert!(!m.contains("pricing_redis_errors_total 0"), "{m}");
 }
+
+/// The store under the Redis-mode speed sharing: thousands of slots flushed in many small
+/// script calls (one at a time) are read back page by page, every slot exactly once and
+/// with the values flushed, and a second read finds nothing new.
+#[tokio::test]
+async fn speed_slots_flushed_in_small_calls_are_read_back_whole_page_by_page() {
+    use eta_pricing::store::{PricingStore, SHARDS};
+    use geomatch_eta::Slot;
+    use geomatch_index::{cell_of, Position, Resolution};
+
+    let server = geomatch_e2e::RedisServer::start();
+    let pool = deadpool_redis::Config::from_url(server.url.clone())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .unwrap();
+    let redis =
+        geomatch_common::redis::Redis::new(pool, &server.url, Duration::from_secs(1)).unwrap();
+    let metrics = geomatch_common::metrics::Metrics::new().unwrap();
+    let store = PricingStore::new(
+        redis,
+        eta_pricing::metrics::PricingMetrics::new(&metrics).unwrap(),
+    );
+    // 6,000 slots over distinct resolution-9 cells: hundreds per shard, several pages each.
+    let mut sent = std::collections::HashMap::new();
+    let mut batch = Vec::new();
+    for i in 0..6_000u32 {
+        let at = Position::new(
+            37.3 + f64::from(i / 80) * 0.004,
+            126.8 + f64::from(i % 80) * 0.004,
+        )
+        .unwrap();
+        let cell = cell_of(&at, Resolution::Nine);
+        let hour = (i % 24) as u8;
+        let slot = Slot {
+            distance: 100.0 + f64::from(i),
+            time: 10.0 + f64::from(i % 7),
+            samples: 1 + i % 5,
+        };
+        if sent.insert((cell, hour), slot).is_none() {
+            batch.push((cell, hour, slot));
+        }
+    }
+    // In uneven flushes, so that calls hold odd numbers of slots and pages end inside them.
+    for part in batch.chunks(700) {
+        store
+            .flush_speeds(part.to_vec(), 0.05, 1_000_000)
+            .await
+            .unwrap();
+    }
+
+    let mut seen = [0i64; SHARDS];
+    let mut got = Vec::new();
+    let mut pages = 0;
+    while store.changed_speeds(&mut seen, &mut got).await.unwrap() {
+        pages += 1;
+        assert!(pages < 100, "paging does not progress");
+    }
+    assert!(
+        pages >= 1,
+        "hundreds of slots per shard take more than one page"
+    );
+    let mut read = std::collections::HashMap::new();
+    for (cell, hour, slot) in got {
+        // A page may end inside one flush call: its slots are read again, unchanged.
+        if let Some(before) = read.insert((cell, hour), slot) {
+            assert_eq!(before, slot);
+        }
+    }
+    assert_eq!(read.len(), sent.len(), "every slot read back");
+    for (k, slot) in &sent {
+        let r = read[k];
+        assert!(
+            (r.distance - slot.distance).abs() < 1e-9,
+            "{k:?}: {r:?} vs {slot:?}"
+        );
+        assert!(
+            (r.time - slot.time).abs() < 1e-9,
+            "{k:?}: {r:?} vs {slot:?}"
+        );
+        assert_eq!(r.samples, slot.samples, "{k:?}");
+    }
+    let mut again = Vec::new();
+    assert!(!store.changed_speeds(&mut seen, &mut again).await.unwrap());
+    assert!(
+        again.is_empty(),
+        "nothing changed since: {} slots",
+        again.len()
+    );
+}
