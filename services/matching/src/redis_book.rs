@@ -136,16 +136,17 @@ return {'closed', o[1], o[2], o[3], o[4], o[5], o[6]}
 
 const LUA_ACCEPT: &str = r#"
 -- KEYS: offer, deadlines; ARGV: offer_id, driver, now
+-- Returns {status...}, then on success the accepted ride (DOC).
 local o = redis.call('HMGET', KEYS[1], 'ride', 'driver', 'token', 'eta', 'expires')
-if not o[1] then return {'gone'} end
-if o[2] ~= ARGV[2] then return {'forbidden'} end
-if tonumber(o[5]) <= tonumber(ARGV[3]) then return {'gone'} end
+if not o[1] then return {{'gone'}} end
+if o[2] ~= ARGV[2] then return {{'forbidden'}} end
+if tonumber(o[5]) <= tonumber(ARGV[3]) then return {{'gone'}} end
 local r = PREFIX .. 'ride:' .. o[1]
 local s = redis.call('HMGET', r, 'state', 'offer')
-if s[1] ~= 'dispatching' or s[2] ~= ARGV[1] then return {'gone'} end
+if s[1] ~= 'dispatching' or s[2] ~= ARGV[1] then return {{'gone'}} end
 local dk = PREFIX .. 'drv:' .. o[2]
 local d = redis.call('HMGET', dk, 'token', 'offer', 'ride')
-if d[1] ~= o[3] or d[2] ~= ARGV[1] or d[3] then return {'unavailable'} end
+if d[1] ~= o[3] or d[2] ~= ARGV[1] or d[3] then return {{'unavailable'}} end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('DEL', KEYS[1])
 redis.call('HDEL', dk, 'offer')
@@ -154,24 +155,26 @@ redis.call('HDEL', r, 'offer')
 redis.call('HSET', r, 'state', 'accepted', 'driver', o[2], 'token', o[3], 'eta', o[4])
 redis.call('RPUSH', r .. ':tr', 'accepted|' .. ARGV[3] .. '|' .. o[2])
 redis.call('PUBLISH', ENGAGED, 'busy|' .. o[2])
-return {'accepted', o[1]}
+local d = DOC(r)
+return {{'accepted', o[1]}, d[1], d[2], d[3]}
 "#;
 
 const LUA_STEP: &str = r#"
 -- KEYS: ride, tr, deadlines, idle, due, open set, ex
 -- ARGV: ride_id, to, from (',a,b,'), driver ('' = any), by, now, terminal ('1'), retention_s
+-- Returns {status...}, then on success the ride after the step (DOC).
 local r = KEYS[1]
 local st = redis.call('HGET', r, 'state')
-if not st then return {'not_found'} end
+if not st then return {{'not_found'}} end
 if ARGV[4] ~= '' then
   local dk = PREFIX .. 'drv:' .. ARGV[4]
   local d = redis.call('HMGET', dk, 'ride', 'token')
   local mine = redis.call('HMGET', r, 'driver', 'token')
-  if mine[1] ~= ARGV[4] or d[1] ~= ARGV[1] or d[2] ~= mine[2] then return {'forbidden'} end
+  if mine[1] ~= ARGV[4] or d[1] ~= ARGV[1] or d[2] ~= mine[2] then return {{'forbidden'}} end
 end
 local off = redis.call('HGET', r, 'offer')
 if not string.find(ARGV[3], ',' .. st .. ',', 1, true) or (ARGV[2] == 'no_driver_found' and off) then
-  return {'state', st}
+  return {{'state', st}}
 end
 local out = {'ok'}
 if off then
@@ -209,7 +212,8 @@ if ARGV[7] == '1' then
   redis.call('EXPIRE', KEYS[2], ARGV[8])
   redis.call('EXPIRE', KEYS[7], ARGV[8])
 end
-return out
+local d = DOC(r)
+return {out, d[1], d[2], d[3]}
 "#;
 
 const LUA_TIP: &str = r#"
@@ -244,6 +248,15 @@ const LUA_IDEM: &str = r#"
 return IDEM_SEEN(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) or {'unused'}
 "#;
 
+/// The ride under hash `r` as the step scripts return it: the hash, its transitions and
+/// its excluded drivers (as [`LUA_READ`]), so that a step needs no read after it.
+const LUA_DOC: &str = r#"
+local function DOC(r)
+  return {redis.call('HGETALL', r), redis.call('LRANGE', r .. ':tr', 0, -1),
+    redis.call('SMEMBERS', r .. ':ex')}
+end
+"#;
+
 /// Shared by the scripts that look at a used `Idempotency-Key` (hash `body`, `ride`, and
 /// `pending` = since when its request is being answered): nil when unused.
 const LUA_IDEM_SEEN: &str = r#"
@@ -265,7 +278,8 @@ struct BookScript {
 }
 
 fn script(name: &'static str, body: &str) -> BookScript {
-    let prelude = format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n{LUA_IDEM_SEEN}");
+    let prelude =
+        format!("local PREFIX = '{P}'\nlocal ENGAGED = '{ENGAGED}'\n{LUA_IDEM_SEEN}{LUA_DOC}");
     BookScript {
         name,
         script: Script::new(&format!("{prelude}{body}")),
@@ -488,63 +502,106 @@ impl RedisBook {
                 inv.invoke_async(&mut c).await
             })
             .await?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        let mut base = None;
-        let mut doc_state = None;
-        let (mut offer, mut driver, mut token, mut eta) = (None, None, None, None);
-        let (mut attempts, mut radius, mut since, mut tip) = (0, 0, 0, 0);
-        for pair in fields.chunks_exact(2) {
-            let v = &pair[1];
-            match pair[0].as_str() {
-                "base" => {
-                    base = Some(serde_json::from_str::<RideBase>(v).map_err(|_| bad("ride base"))?)
-                }
-                "state" => doc_state = state_of(v),
-                "offer" => offer = Some(v.clone()),
-                "driver" => driver = Some(v.clone()),
-                "token" => token = v.parse().ok(),
-                "eta" => eta = v.parse().ok(),
-                "attempts" => attempts = v.parse().unwrap_or(0),
-                "radius" => radius = v.parse().unwrap_or(0),
-                "since" => since = v.parse().unwrap_or(0),
-                "tip" => tip = v.parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-        let transitions = transitions
-            .iter()
-            .map(|t| {
-                let mut it = t.splitn(3, '|');
-                let state = it
-                    .next()
-                    .and_then(state_of)
-                    .ok_or_else(|| bad("transition"))?;
-                let at_ms = it
-                    .next()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| bad("transition time"))?;
-                let by = it.next().filter(|b| !b.is_empty()).map(str::to_owned);
-                Ok(Transition { state, at_ms, by })
-            })
-            .collect::<Result<Vec<_>, BookError>>()?;
-        Ok(Some(RideDoc {
-            base: base.ok_or_else(|| bad("ride without base"))?,
-            state: doc_state.ok_or_else(|| bad("ride state"))?,
-            transitions,
-            driver,
-            token,
-            pickup_eta_s: eta,
-            offer,
-            attempts,
-            radius,
-            since_ms: since,
-            tip_minor: tip,
-            excluded: excluded.into_iter().collect::<HashSet<_>>(),
-        }))
+        doc_from(fields, transitions, excluded)
     }
 
+    /// Runs a step script whose reply is `{{status...}}`, or `{{status...}, ride}` (the
+    /// ride after the step, as [`LUA_DOC`] reads it); the status and the ride.
+    async fn run_with_doc(
+        &self,
+        script: &BookScript,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<(Vec<String>, Option<RideDoc>), BookError> {
+        let mut inv = script.script.prepare_invoke();
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
+        let mut parts: Vec<Vec<String>> = self
+            .call(script.name, |mut c| async move {
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        if parts.is_empty() {
+            return Err(bad("step reply"));
+        }
+        let status = parts.remove(0);
+        let doc = match <[Vec<String>; 3]>::try_from(parts) {
+            Ok([fields, transitions, excluded]) => doc_from(fields, transitions, excluded)?,
+            Err(_) => None,
+        };
+        Ok((status, doc))
+    }
+}
+
+/// A ride from the three parts [`LUA_READ`] and [`LUA_DOC`] return; `None` when its hash
+/// is gone.
+fn doc_from(
+    fields: Vec<String>,
+    transitions: Vec<String>,
+    excluded: Vec<String>,
+) -> Result<Option<RideDoc>, BookError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut base = None;
+    let mut doc_state = None;
+    let (mut offer, mut driver, mut token, mut eta) = (None, None, None, None);
+    let (mut attempts, mut radius, mut since, mut tip) = (0, 0, 0, 0);
+    for pair in fields.chunks_exact(2) {
+        let v = &pair[1];
+        match pair[0].as_str() {
+            "base" => {
+                base = Some(serde_json::from_str::<RideBase>(v).map_err(|_| bad("ride base"))?)
+            }
+            "state" => doc_state = state_of(v),
+            "offer" => offer = Some(v.clone()),
+            "driver" => driver = Some(v.clone()),
+            "token" => token = v.parse().ok(),
+            "eta" => eta = v.parse().ok(),
+            "attempts" => attempts = v.parse().unwrap_or(0),
+            "radius" => radius = v.parse().unwrap_or(0),
+            "since" => since = v.parse().unwrap_or(0),
+            "tip" => tip = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    let transitions = transitions
+        .iter()
+        .map(|t| {
+            let mut it = t.splitn(3, '|');
+            let state = it
+                .next()
+                .and_then(state_of)
+                .ok_or_else(|| bad("transition"))?;
+            let at_ms = it
+                .next()
+                .and_then(|a| a.parse().ok())
+                .ok_or_else(|| bad("transition time"))?;
+            let by = it.next().filter(|b| !b.is_empty()).map(str::to_owned);
+            Ok(Transition { state, at_ms, by })
+        })
+        .collect::<Result<Vec<_>, BookError>>()?;
+    Ok(Some(RideDoc {
+        base: base.ok_or_else(|| bad("ride without base"))?,
+        state: doc_state.ok_or_else(|| bad("ride state"))?,
+        transitions,
+        driver,
+        token,
+        pickup_eta_s: eta,
+        offer,
+        attempts,
+        radius,
+        since_ms: since,
+        tip_minor: tip,
+        excluded: excluded.into_iter().collect::<HashSet<_>>(),
+    }))
+}
+
+impl RedisBook {
     pub(crate) async fn claim(
         &self,
         ride: &str,
@@ -624,8 +681,8 @@ impl RedisBook {
         driver: &str,
         now: i64,
     ) -> Result<Result<RideDoc, DispatchError>, BookError> {
-        let reply = self
-            .run(
+        let (reply, doc) = self
+            .run_with_doc(
                 &self.accept,
                 &[key(&["offer", offer]), key(&["deadlines"])],
                 &[offer.to_owned(), driver.to_owned(), now.to_string()],
@@ -634,7 +691,7 @@ impl RedisBook {
         match reply.first().map(String::as_str) {
             Some("accepted") => {
                 let ride = reply.get(1).ok_or_else(|| bad("accept reply"))?;
-                match self.ride(ride).await? {
+                match doc {
                     Some(doc) => Ok(Ok(doc)),
                     None => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
                 }
@@ -658,8 +715,8 @@ impl RedisBook {
             s.push(',');
             s
         });
-        let reply = self
-            .run(
+        let (reply, doc) = self
+            .run_with_doc(
                 &self.step,
                 &[
                     r,
@@ -688,7 +745,7 @@ impl RedisBook {
                     Some(offer) => Some(offer_from(offer, &reply[2..])?),
                     None => None,
                 };
-                match self.ride(ride).await? {
+                match doc {
                     Some(ride) => Ok(Ok(Stepped { ride, withdrawn })),
                     None => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
                 }
