@@ -65,9 +65,18 @@ city() {
     shift
     echo
     echo "==> $name: $DRIVERS drivers, $UPDATES_PER_S updates/s, $RIDES_PER_S rides/s for ${DURATION}s"
-    "$BIN/geomatch-loadtest" --threads 2 city --name "$name" "$@" --drivers "$DRIVERS" \
+    local TIMEFORMAT="   CPU of the load generator: %U s user + %S s system over %R s"
+    time "$BIN/geomatch-loadtest" --threads 2 city --name "$name" "$@" --drivers "$DRIVERS" \
         --updates-per-s "$UPDATES_PER_S" --rides-per-s "$RIDES_PER_S" \
         --duration "$DURATION" --drain "$DRAIN" ${SECRET:+--jwt-secret "$SECRET"}
+    # CPU time of every server process (and redis-server) over the whole run, start-up and
+    # the 100k drivers going online included: how much of the machine each one took.
+    local tck
+    tck=$(getconf CLK_TCK)
+    for p in "${PIDS[@]}"; do
+        printf '   CPU of %s: %s s\n' "$(ps -o comm= -p "$p")" \
+            "$(awk -v t="$tck" '{printf "%.1f", ($14 + $15) / t}' "/proc/$p/stat")"
+    done
 }
 
 for run in $RUNS; do
