@@ -11,11 +11,6 @@ use geomatch::{
 };
 use geomatch_common::{auth::Authenticator, telemetry, Settings};
 
-/// Many small, short-lived allocations per request (JSON, ids, Redis replies): mimalloc
-/// serves them at a fraction of glibc malloc's cost (see docs/benchmarks.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 // The main runtime only drives the server's control loop and signal handling; actix runs
 // the HTTP workers on threads of their own.
 #[tokio::main(flavor = "current_thread")]
