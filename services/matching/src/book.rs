@@ -441,6 +441,16 @@ fn set_status(index: &Index, driver: &str, from: Status, to: Status) -> bool {
 }
 
 impl Memory {
+    /// Marks a request key answered: it replays its ride from now on.
+    fn answered(&mut self, idem: &IdemKey<'_>) {
+        if let Some(r) = self
+            .idempotency
+            .get_mut(&(idem.rider.to_owned(), idem.key.to_owned()))
+        {
+            r.pending_since = None;
+        }
+    }
+
     fn remove_offer(&mut self, index: &Index, id: &str) -> Option<OfferRecord> {
         let offer = self.offers.remove(id)?;
         self.deadlines.remove(&(offer.expires_at_ms, id.to_owned()));
@@ -470,13 +480,7 @@ impl MemoryBook {
     }
 
     fn idem_finish(&self, idem: &IdemKey<'_>) {
-        let mut m = self.state.lock();
-        if let Some(r) = m
-            .idempotency
-            .get_mut(&(idem.rider.to_owned(), idem.key.to_owned()))
-        {
-            r.pending_since = None;
-        }
+        self.state.lock().answered(idem);
     }
 
     fn create(
@@ -537,12 +541,7 @@ impl MemoryBook {
     ) -> Claim {
         let mut m = self.state.lock();
         if let Some(idem) = answers {
-            if let Some(r) = m
-                .idempotency
-                .get_mut(&(idem.rider.to_owned(), idem.key.to_owned()))
-            {
-                r.pending_since = None;
-            }
+            m.answered(idem);
         }
         let Some(ride) = m.rides.get(ride_id) else {
             return Claim::NotWanted;

@@ -77,9 +77,10 @@ pub struct Dispatcher {
     settings: MatchingSettings,
     classes: Vec<String>,
     book: Book,
-    /// Drivers a claim found engaged by another ride, until the index says so (Redis
-    /// mode: other replicas' offers reach this index with a delay).
-    engaged_hint: EngagedHints,
+    /// Drivers a claim found engaged by another ride, each until a time (ms), until the
+    /// index says so (Redis mode: other replicas' offers reach this index with a delay).
+    /// Searches skip them; the sweep forgets expired ones.
+    engaged_hint: RwLock<HashMap<String, i64>>,
     notifier: Arc<dyn Notifier>,
     metrics: MatchingMetrics,
     /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
@@ -222,11 +223,6 @@ fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}", rng.random::<u64>())
 }
 
-/// Drivers believed engaged elsewhere, each until a time (ms): searches skip them, the
-/// sweep forgets expired ones.
-#[derive(Default)]
-struct EngagedHints(RwLock<HashMap<String, i64>>);
-
 /// How long a claim's "engaged" finding keeps a driver out of this replica's searches.
 const ENGAGED_HINT_MS: i64 = 30_000;
 /// How long an engagement announced by another replica does (until its release is
@@ -254,7 +250,7 @@ impl Dispatcher {
             settings,
             classes,
             book,
-            engaged_hint: EngagedHints::default(),
+            engaged_hint: RwLock::default(),
             notifier,
             metrics,
             eta,
@@ -424,7 +420,7 @@ impl Dispatcher {
             .min_seats(req.seats.unwrap_or(0));
         // Read under the lock while searching: the hints can run to thousands of
         // drivers, and copying them per request was most of a request's CPU.
-        let hint = self.engaged_hint.0.read();
+        let hint = self.engaged_hint.read();
         let preferred = req.preferred_driver_id.as_ref().map(|d| d.as_str());
         for radius in ride.radius..self.settings.radii_m.len() {
             let found = self.index.nearest_where(
@@ -546,7 +542,7 @@ impl Dispatcher {
             }
             Claim::NotWanted => {}
             Claim::AllTaken(taken) => {
-                let mut h = self.engaged_hint.0.write();
+                let mut h = self.engaged_hint.write();
                 for d in taken {
                     h.insert(d.clone(), now + ENGAGED_HINT_MS);
                 }
@@ -579,7 +575,7 @@ impl Dispatcher {
 
     /// Engagement of a driver seen elsewhere (another replica's offer, accept or release).
     pub fn engaged_elsewhere(&self, driver: &str, engaged: bool) {
-        let mut h = self.engaged_hint.0.write();
+        let mut h = self.engaged_hint.write();
         if engaged {
             h.insert(driver.to_owned(), now_ms() + ANNOUNCED_HINT_MS);
         } else {
@@ -589,7 +585,7 @@ impl Dispatcher {
 
     /// Forgets every engagement hint (the announcements may have been missed).
     pub fn forget_engagements(&self) {
-        self.engaged_hint.0.write().clear();
+        self.engaged_hint.write().clear();
     }
 
     /// Sweeps every `interval` until the process stops.
@@ -638,7 +634,7 @@ impl Dispatcher {
         if let Book::Memory(m) = &self.book {
             m.forget_ended(now, crate::book::RETENTION_MS);
         }
-        self.engaged_hint.0.write().retain(|_, until| *until > now);
+        self.engaged_hint.write().retain(|_, until| *until > now);
         Ok(moved)
     }
 
@@ -873,7 +869,7 @@ impl Dispatcher {
             filter = filter.vehicle_class(code as u8);
         }
         let now = now_ms();
-        let hint = self.engaged_hint.0.read();
+        let hint = self.engaged_hint.read();
         let found = self.index.nearest_where(
             at,
             k.min(self.settings.max_nearby),

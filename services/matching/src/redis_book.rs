@@ -398,6 +398,16 @@ impl RedisBook {
         keys: &[String],
         args: &[String],
     ) -> Result<Vec<String>, BookError> {
+        self.run_as(script, keys, args).await
+    }
+
+    /// [`Self::run`] with a reply of any shape.
+    async fn run_as<T: redis::FromRedisValue>(
+        &self,
+        script: &BookScript,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, BookError> {
         let mut inv = script.script.prepare_invoke();
         for k in keys {
             inv.key(k);
@@ -492,16 +502,8 @@ impl RedisBook {
     }
 
     pub(crate) async fn ride(&self, id: &str) -> Result<Option<RideDoc>, BookError> {
-        let keys = ride_keys(id);
-        let mut inv = self.read.script.prepare_invoke();
-        for k in &keys {
-            inv.key(k);
-        }
-        let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) = self
-            .call(self.read.name, |mut c| async move {
-                inv.invoke_async(&mut c).await
-            })
-            .await?;
+        let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) =
+            self.run_as(&self.read, &ride_keys(id), &[]).await?;
         doc_from(fields, transitions, excluded)
     }
 
@@ -513,18 +515,7 @@ impl RedisBook {
         keys: &[String],
         args: &[String],
     ) -> Result<(Vec<String>, Option<RideDoc>), BookError> {
-        let mut inv = script.script.prepare_invoke();
-        for k in keys {
-            inv.key(k);
-        }
-        for a in args {
-            inv.arg(a);
-        }
-        let mut parts: Vec<Vec<String>> = self
-            .call(script.name, |mut c| async move {
-                inv.invoke_async(&mut c).await
-            })
-            .await?;
+        let mut parts: Vec<Vec<String>> = self.run_as(script, keys, args).await?;
         if parts.is_empty() {
             return Err(bad("step reply"));
         }
