@@ -44,6 +44,12 @@ pub trait ErrorCode: fmt::Display {
     fn status(&self) -> StatusCode;
     /// Stable snake_case identifier, e.g. `entry_not_found`. Never change a published one.
     fn code(&self) -> &'static str;
+    /// Seconds after which a retry may succeed, sent as `Retry-After`: by default one
+    /// second for 503 (a shared store briefly out of reach), none otherwise. Errors that
+    /// know better (a rate limit's refill, a daily limit's reset) override it.
+    fn retry_after_s(&self) -> Option<u64> {
+        (self.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1)
+    }
 }
 
 /// The wire form of a problem (RFC 9457). Also what tests deserialize.
@@ -64,6 +70,8 @@ pub struct ApiError {
     code: &'static str,
     /// For humans. For 5xx it is logged but replaced by a generic text in the response.
     detail: String,
+    /// Sent as `Retry-After` (seconds) when set.
+    retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -72,7 +80,18 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after_s: (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1),
         }
+    }
+
+    /// Sets (or clears) the `Retry-After` seconds.
+    pub fn with_retry_after(mut self, seconds: Option<u64>) -> Self {
+        self.retry_after_s = seconds;
+        self
+    }
+
+    pub fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
     }
 
     /// 400 with a specific code, for input a handler refuses after parsing.
@@ -142,9 +161,8 @@ impl ResponseError for ApiError {
             .expect("a problem is strings and a number, which always serialize");
         let mut response = HttpResponse::build(self.status);
         response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
-        // Every 503 is a shared store briefly out of reach: say when to come back.
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header((header::RETRY_AFTER, "1"));
+        if let Some(seconds) = self.retry_after_s {
+            response.insert_header((header::RETRY_AFTER, seconds));
         }
         response.body(body)
     }
@@ -153,6 +171,7 @@ impl ResponseError for ApiError {
 impl<E: ErrorCode> From<E> for ApiError {
     fn from(error: E) -> Self {
         Self::new(error.status(), error.code(), error.to_string())
+            .with_retry_after(error.retry_after_s())
     }
 }
 

@@ -12,6 +12,9 @@
 //! - [`auth`]: bearer JWTs (HS256, pinned), the [`auth::Principal`] extractor, roles.
 //! - [`health`]: `/health/live` and `/health/ready` with a pluggable readiness check.
 //! - [`redis`]: Redis calls with a ceiling on each (Redis mode).
+//! - [`clock`]: [`Clock`], the one source of `now` (system, or manual in tests).
+//! - [`service`]: [`Deps`] and [`Part`], the seam between the binary and each service.
+//! - [`ports`]: what one service needs of another, as traits.
 //!
 //! A binary assembles them in this order (outermost middleware last):
 //!
@@ -28,19 +31,24 @@
 //! ```
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod ports;
 pub mod redis;
 pub mod redis_keys;
+pub mod service;
 pub mod telemetry;
 
+pub use clock::{now_ms, Clock};
 pub use config::{LogFormat, LogSettings, Mode, PeopleSettings, Settings};
 pub use error::{ApiError, ErrorCode, Problem};
 pub use health::{NotReady, Readiness};
 pub use metrics::Metrics;
+pub use service::{Deps, Part};
 pub use telemetry::RequestId;
 
 use serde::{Deserialize, Serialize};

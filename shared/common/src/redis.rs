@@ -1,7 +1,7 @@
 //! Calls to Redis with one timeout discipline, for every service's Redis-mode code.
 //!
-//! A process has one [`Redis`] handle, built by location ingest's store and shared by the
-//! other services. It holds:
+//! A process has one [`Redis`] handle, built at start-up ([`Redis::connect`], by the
+//! service seam's `Deps`) and shared by every service. It holds:
 //! - the deadpool-redis pool (wait/create timeouts from `[redis]`), for what needs a
 //!   connection of its own for a while: the blocking stream reads of the replica
 //!   follower;
@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::AsyncConnectionConfig;
-use deadpool_redis::Pool;
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+
+use crate::config::RedisSettings;
 
 /// Upper bound on any one Redis call, on top of the pool's own timeouts.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(800);
@@ -81,6 +83,37 @@ impl Drop for ClearOnDrop {
 }
 
 impl Redis {
+    /// The process's handle from `[redis]`: a pool sized `pool_size` with its wait and
+    /// connect timeouts, and shared connections to the same server. Connects lazily.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, RedisError> {
+        let mut cfg = Config::from_url(settings.url.clone());
+        cfg.pool = Some(PoolConfig {
+            max_size: settings.pool_size,
+            timeouts: Timeouts {
+                wait: Some(settings.wait_timeout()),
+                create: Some(settings.connect_timeout()),
+                recycle: Some(settings.connect_timeout()),
+            },
+            ..PoolConfig::default()
+        });
+        let pool = cfg
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|e| RedisError::Redis(e.to_string()))?;
+        Self::new(pool, &settings.url, settings.connect_timeout())
+    }
+
+    /// PING within the call ceiling: what readiness asks in Redis mode.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        call(self, |mut c| async move {
+            ::redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .map(|_| ())
+        })
+        .await
+        .0
+    }
+
     /// Over `pool`, with shared connections to `url` (the pool's server).
     pub fn new(pool: Pool, url: &str, connect_timeout: Duration) -> Result<Self, RedisError> {
         let client = ::redis::Client::open(url).map_err(|e| RedisError::Redis(e.to_string()))?;
@@ -95,6 +128,15 @@ impl Redis {
                 config,
             }),
         })
+    }
+
+    /// A new pub/sub connection to the same server (subscribers hold one each).
+    pub async fn pubsub(&self) -> Result<::redis::aio::PubSub, RedisError> {
+        self.shared
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| RedisError::Redis(e.to_string()))
     }
 
     /// The pool, for work that holds a connection of its own (blocking reads).
