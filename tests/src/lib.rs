@@ -20,65 +20,7 @@ use serde_json::Value;
 /// The signing secret of test servers (32+ bytes, not the development default).
 pub const TEST_JWT_SECRET: &str = "e2e-test-secret-0123456789-abcdefghij";
 
-/// A private `redis-server` for one test: its own unix socket and data directory, no
-/// persistence; killed when dropped.
-pub struct RedisServer {
-    child: Child,
-    dir: PathBuf,
-    pub url: String,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("geomatch-e2e-redis-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let socket = dir.join("redis.sock");
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--unixsocketperm",
-                "700",
-            ])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (tests/run.sh installs it)");
-        let started = Instant::now();
-        while !socket.exists() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        RedisServer {
-            child,
-            url: format!("redis+unix://{}", socket.display()),
-            dir,
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+pub use geomatch_common::testing::RedisServer;
 
 /// Body limit of the test server: small, so oversized bodies are cheap to send.
 pub const TEST_MAX_BODY_BYTES: usize = 4 * 1024;

@@ -42,6 +42,8 @@ pub mod redis;
 pub mod redis_keys;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use clock::{now_ms, Clock};
 pub use config::{LogFormat, LogSettings, Mode, PeopleSettings, Settings};
