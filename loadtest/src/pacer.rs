@@ -61,7 +61,7 @@ impl Schedule {
     /// thread; stops early when `emit` returns false. Returns how late the releases were,
     /// in µs.
     pub fn run(&self, mut emit: impl FnMut(u64, Instant) -> bool) -> Histogram<u64> {
-        let mut lateness = crate::record::histogram();
+        let mut lateness = histogram();
         let mut k = 0;
         while k < self.total {
             let due = self.at(k);
@@ -116,6 +116,12 @@ impl WallClock {
             self.unix_s - (self.at - t).as_secs_f64()
         }
     }
+}
+
+/// A latency histogram: 1 µs to 1 h at 3 significant digits.
+pub fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .expect("static histogram bounds are valid")
 }
 
 pub fn micros(d: Duration) -> u64 {

@@ -9,12 +9,8 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use crate::pacer::histogram;
 use crate::pacer::{micros, Schedule};
-
-/// 1 µs to 1 h at 3 significant digits.
-pub fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds are valid")
-}
 
 /// Latencies and counts of the measured (post-warm-up) jobs of one run, and the
 /// throughput over the measured window.
