@@ -3,6 +3,7 @@
 //!
 //! Logs are off unless `TEST_LOG` is set (`TEST_LOG=debug cargo test -p geomatch-e2e`).
 
+pub mod structure;
 pub mod swarm;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use geomatch::{Application, Services};
 use geomatch_common::auth::{Authenticator, Role};
 use geomatch_common::config::Secret;
-use geomatch_common::{telemetry, LogFormat, LogSettings, Mode, Settings};
+use geomatch_common::{telemetry, Clock, LogFormat, LogSettings, Mode, Settings};
 use reqwest::{header::CONTENT_TYPE, Response};
 use serde_json::Value;
 
@@ -21,6 +22,23 @@ use serde_json::Value;
 pub const TEST_JWT_SECRET: &str = "e2e-test-secret-0123456789-abcdefghij";
 
 pub use geomatch_common::testing::RedisServer;
+
+/// The JSON body of an answer (panics on anything else).
+pub async fn json_of(r: Response) -> Value {
+    r.json().await.expect("a JSON body")
+}
+
+/// Asserts a problem+json answer with `status` and `code` (and the same `status` in the
+/// body); returns its headers (for `Retry-After` and the like).
+pub async fn assert_problem(r: Response, status: u16, code: &str) -> reqwest::header::HeaderMap {
+    assert_eq!(r.status().as_u16(), status, "status of {}", r.url());
+    let headers = r.headers().clone();
+    assert_eq!(headers[CONTENT_TYPE], "application/problem+json");
+    let body = json_of(r).await;
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    headers
+}
 
 /// Body limit of the test server: small, so oversized bodies are cheap to send.
 pub const TEST_MAX_BODY_BYTES: usize = 4 * 1024;
@@ -32,6 +50,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The Redis this app uses, in Redis mode.
     pub redis: Option<std::sync::Arc<RedisServer>>,
+    /// The server's clock: the system clock, or a manual one the test moves
+    /// ([`spawn_at`]).
+    pub clock: Clock,
     auth: Authenticator,
 }
 
@@ -49,6 +70,12 @@ pub fn test_settings() -> Settings {
 
 /// A server in `mode`, with its own Redis in Redis mode (kept alive by the returned app).
 pub async fn spawn_in(mode: Mode, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_at(mode, Clock::System, tune).await
+}
+
+/// [`spawn_in`] on `clock`: with a manual clock, time-based rules (offer timeouts, quote
+/// and profile expiry) move only when the test advances `app.clock`, not by sleeping.
+pub async fn spawn_at(mode: Mode, clock: Clock, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     settings.mode = mode;
     let redis = (mode == Mode::Redis).then(RedisServer::start);
@@ -56,7 +83,7 @@ pub async fn spawn_in(mode: Mode, tune: impl FnOnce(&mut Settings)) -> TestApp {
         settings.redis.url = r.url.clone();
     }
     tune(&mut settings);
-    let mut app = spawn_app_with(settings, Services::All).await;
+    let mut app = spawn_services_at(settings, Services::All, clock).await;
     app.redis = redis.map(std::sync::Arc::new);
     app
 }
@@ -81,8 +108,12 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server with `settings` and only `services` mounted. It runs on the calling
 /// test's runtime and stops when the test ends.
 pub async fn spawn_app_with(settings: Settings, services: Services) -> TestApp {
+    spawn_services_at(settings, services, Clock::System).await
+}
+
+async fn spawn_services_at(settings: Settings, services: Services, clock: Clock) -> TestApp {
     init_test_logging();
-    let app = Application::build_with(settings, services)
+    let app = Application::build_in(settings, services, clock.clone())
         .await
         .expect("the test server builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -91,6 +122,7 @@ pub async fn spawn_app_with(settings: Settings, services: Services) -> TestApp {
         address,
         client: reqwest::Client::new(),
         redis: None,
+        clock,
         auth: Authenticator::new(&test_settings().auth),
     }
 }
@@ -119,6 +151,7 @@ impl TestApp {
             address: self.address.clone(),
             client: self.client.clone(),
             redis: self.redis.clone(),
+            clock: self.clock.clone(),
             auth: Authenticator::new(&test_settings().auth),
         }
     }

@@ -6,19 +6,10 @@ use std::time::Duration;
 
 use geomatch_common::auth::Role;
 use geomatch_common::Mode;
+use geomatch_e2e::json_of as body;
 use geomatch_e2e::swarm::{self, online};
-use geomatch_e2e::{spawn_in, TestApp};
+use geomatch_e2e::{assert_problem, spawn_in, TestApp};
 use serde_json::{json, Value};
-
-async fn body(r: reqwest::Response) -> Value {
-    r.json().await.expect("a JSON body")
-}
-
-async fn assert_problem(r: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(r.status().as_u16(), status);
-    let b = body(r).await;
-    assert_eq!(b["code"], code, "{b}");
-}
 
 fn ride_body(lat: f64, lng: f64) -> Value {
     json!({"pickup": {"lat": lat, "lng": lng}, "dropoff": {"lat": lat + 0.05, "lng": lng + 0.05}, "product": "standard"})
@@ -586,10 +577,7 @@ both_modes! {
     let app = spawn_in(mode, |s| s.matching.schedule_lead_s = 1).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = geomatch_common::now_ms();
     let mut b = ride_body(37.5, 127.0);
     b["scheduled_at"] = json!(now + 2_500);
     let ride = body(app.post_ride(&rider, "k", &b).await).await;

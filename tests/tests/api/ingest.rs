@@ -6,22 +6,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use geomatch_common::auth::Role;
 use geomatch_common::Mode;
-use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
+use geomatch_e2e::{assert_problem, json_of, spawn_in, spawn_replica, TestApp};
 use serde_json::{json, Value};
-
-async fn json_of(r: reqwest::Response) -> Value {
-    r.json().await.expect("a JSON body")
-}
-
-/// Asserts a problem+json answer with `status` and `code`.
-async fn assert_problem(r: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(r.status().as_u16(), status);
-    let ct = r.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(ct, "application/problem+json");
-    let body = json_of(r).await;
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["status"], status);
-}
 
 async fn push(app: &TestApp, id: &str, body: Value) -> reqwest::Response {
     app.put_location(&app.driver(id), id, &body).await
@@ -131,10 +117,7 @@ in_both_modes!(
 );
 
 in_both_modes!(each_invalid_field_gets_its_own_problem_code, |app| {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    let now = geomatch_common::now_ms();
     let cases = [
         (json!({"lat": 90.5, "lng": 0}), 422, "invalid_latitude"),
         (json!({"lat": 0, "lng": 180.5}), 422, "invalid_longitude"),
@@ -227,10 +210,7 @@ in_both_modes!(
         );
         // Without seq, device time orders.
         let t = 1_900_000_000_000i64.min(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as i64,
+            geomatch_common::now_ms(),
         );
         assert_eq!(
             json_of(push(&app, "d2", json!({"lat": 1.0, "lng": 1.0, "ts_ms": t})).await).await
@@ -255,10 +235,7 @@ in_both_modes!(
 );
 
 in_both_modes!(a_jump_faster_than_300_kmh_is_implausible, |app| {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    let t = geomatch_common::now_ms()
         - 20_000;
     push(&app, "d1", json!({"lat": 37.5, "lng": 127.0, "ts_ms": t})).await;
     // 10 km in 10 s = 3,600 km/h.

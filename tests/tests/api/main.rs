@@ -11,3 +11,4 @@ mod metrics;
 mod people;
 mod pricing;
 mod services;
+mod structure;

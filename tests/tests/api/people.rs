@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use geomatch_common::auth::Role;
 use geomatch_common::Mode;
-use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
+use geomatch_e2e::{assert_problem, json_of, spawn_in, spawn_replica, TestApp};
 use serde_json::{json, Value};
 
 /// Seoul city hall; candidates are placed by bearing and distance from it.
@@ -20,23 +20,6 @@ fn east(km: f64) -> (f64, f64) {
 
 fn user(app: &TestApp, id: &str) -> String {
     app.token(id, Role::Rider)
-}
-
-async fn json_of(r: reqwest::Response) -> Value {
-    r.json().await.expect("a JSON body")
-}
-
-async fn assert_problem(
-    r: reqwest::Response,
-    status: u16,
-    code: &str,
-) -> reqwest::header::HeaderMap {
-    assert_eq!(r.status().as_u16(), status);
-    let headers = r.headers().clone();
-    assert_eq!(headers["content-type"], "application/problem+json");
-    let body = json_of(r).await;
-    assert_eq!(body["code"], code, "{body}");
-    headers
 }
 
 async fn put(app: &TestApp, token: &str, path: &str, body: &Value) -> reqwest::Response {
@@ -69,10 +52,7 @@ fn body(gender: &str, birth: &str, wants: &[&str], ages: (u32, u32), km: u32) ->
 
 /// Years ago from today, as a birth date (the day is safely inside the year).
 fn born_years_ago(years: i32) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = geomatch_common::now_ms() / 1000;
     // Whole years as 365.25 days land within a day of the anniversary; go back one more
     // month so the birthday has passed.
     let secs = now - (f64::from(years) * 365.25 * 86_400.0) as i64 - 31 * 86_400;
@@ -757,10 +737,7 @@ in_both_modes!(
         let h = assert_problem(r, 429, "daily_like_limit").await;
         let reset: i64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
         assert_eq!(reset % 86_400, 0, "the reset is a UTC midnight");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = geomatch_common::now_ms() / 1000;
         assert!(reset > now && reset <= now + 86_400);
         let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
         assert!(

@@ -1,31 +1,16 @@
 //! ETA, quotes, surge and the heatmap over real HTTP, every test in both modes; then
 //! Redis-mode replicas that must agree on surge, learned speeds and quotes.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use geomatch_common::auth::Role;
-use geomatch_common::{Mode, Settings};
+use geomatch_common::{now_ms, Mode, Settings};
+use geomatch_e2e::json_of as body;
 use geomatch_e2e::swarm::online;
-use geomatch_e2e::{spawn_in, spawn_replica, TestApp};
+use geomatch_e2e::{assert_problem, spawn_in, spawn_replica, TestApp};
 use h3o::{LatLng, Resolution};
 use serde_json::{json, Value};
 
-async fn body(r: reqwest::Response) -> Value {
-    r.json().await.expect("a JSON body")
-}
-
-async fn assert_problem(r: reqwest::Response, status: u16, code: &str) {
-    assert_eq!(r.status().as_u16(), status);
-    let b = body(r).await;
-    assert_eq!(b["code"], code, "{b}");
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// Surge recomputed every second with no time smoothing, replicas syncing with Redis
 /// every 100 ms, and drivers that may push as fast as the tests need.
