@@ -19,7 +19,10 @@ pub type PortFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Provided by matching.
 pub trait Engagement: Send + Sync {
     /// `Offered` or `Busy` while dispatch holds the driver, else `None`.
-    fn engagement<'a>(&'a self, driver: &'a str) -> PortFuture<'a, Result<Option<Status>, RedisError>>;
+    fn engagement<'a>(
+        &'a self,
+        driver: &'a str,
+    ) -> PortFuture<'a, Result<Option<Status>, RedisError>>;
 }
 
 /// Messages to drivers' live connections (their WebSocket). Provided by location ingest
@@ -65,7 +68,12 @@ pub struct QuoteRefusal {
 /// What dispatch needs of pricing. Provided by eta-pricing.
 pub trait TripPricing: Send + Sync {
     /// Checks that `quote_id` is a live quote of `rider` for this trip; its fare.
-    fn verify_quote_for_trip(&self, quote_id: &str, rider: &str, trip: &Trip<'_>) -> Result<Fare, QuoteRefusal>;
+    fn verify_quote_for_trip(
+        &self,
+        quote_id: &str,
+        rider: &str,
+        trip: &Trip<'_>,
+    ) -> Result<Fare, QuoteRefusal>;
     /// The fare of a ride requested without a quote (priced now), if its product exists.
     fn price_trip(&self, trip: &Trip<'_>, now_ms: i64) -> Option<Fare>;
     /// A ride request at `at`: demand for surge.

@@ -46,7 +46,9 @@ impl Deps {
         let metrics = Metrics::new().context("registering metrics")?;
         let redis = match settings.mode {
             Mode::Embedded => None,
-            Mode::Redis => Some(Redis::connect(&settings.redis).context("creating the Redis handle")?),
+            Mode::Redis => {
+                Some(Redis::connect(&settings.redis).context("creating the Redis handle")?)
+            }
         };
         Ok(Deps {
             settings: Arc::new(settings),
@@ -91,7 +93,10 @@ impl Part {
     }
 
     /// Adds routes (called once per HTTP worker).
-    pub fn routes(mut self, configure: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static) -> Self {
+    pub fn routes(
+        mut self,
+        configure: impl Fn(&mut web::ServiceConfig) + Send + Sync + 'static,
+    ) -> Self {
         self.routes.push(Arc::new(configure));
         self
     }
@@ -108,7 +113,11 @@ impl Part {
     }
 
     /// Adds a background task, named for the log.
-    pub fn task(mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) -> Self {
+    pub fn task(
+        mut self,
+        name: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
         self.tasks.push((name, Box::pin(task)));
         self
     }

@@ -44,7 +44,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-server is installed (tests/run.sh installs it)");
         let started = Instant::now();
-        while !socket.exists() {
+        // The socket file appears at bind, a moment before redis-server listens on it:
+        // wait until a connection is accepted, not for the file.
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server did not start"

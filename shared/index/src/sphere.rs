@@ -117,6 +117,17 @@ pub(crate) fn chord2_to_m(c2: f64) -> f64 {
     2.0 * EARTH_RADIUS_M * (c2.sqrt() / 2.0).min(1.0).asin()
 }
 
+/// The great-circle distance reported for a candidate at squared chord `d2`: from the
+/// chord up to a quarter of the globe, where it is exact to nanometres; the haversine of
+/// the two positions beyond, where `asin` of a chord near 2 loses precision.
+pub(crate) fn reported_m(d2: f64, a: &Position, b: &Position) -> f64 {
+    if d2 < 2.0 {
+        chord2_to_m(d2)
+    } else {
+        a.distance_m(b)
+    }
+}
+
 /// Squared chord for a great-circle distance in metres (saturating at the antipode).
 #[inline]
 pub(crate) fn m_to_chord2(m: f64) -> f64 {
