@@ -5,20 +5,21 @@
 //! index's own ordering (seq, then device time). Lag is exported as a gauge.
 //!
 //! Stream events (field `type`): `locations` (a batch of accepted reports, packed: see
-//! [`crate::store::PackedLocation`]), `location` (one report, as written before reports
-//! were packed), `status` and `offline`.
+//! `PackedLocation` in [`crate::store::redis`]), `location` (one report, as written
+//! before reports were packed), `status` and `offline`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use deadpool_redis::Pool;
+use geomatch_common::{Clock, Deps};
 use geomatch_index::{Attributes, EntryId, Index, Kind, Position, Update};
 use prometheus::{IntCounter, IntGauge};
 use redis::streams::StreamReadReply;
 
-use crate::ingest::now_ms;
-use crate::store::{status_from, unpack_locations, KindKeys, StoredDriver, KINDS, SHARDS};
+use crate::store::redis::{status_from, unpack_locations, KindKeys, StoredDriver, KINDS, SHARDS};
 
 /// Entries read per stream per call.
 const READ_COUNT: usize = 1_000;
@@ -27,14 +28,14 @@ const BLOCK_MS: usize = 500;
 
 /// Metrics of the replica.
 #[derive(Clone)]
-pub struct FollowerMetrics {
+struct FollowerMetrics {
     /// Server time now minus server time of the last applied event, ms.
-    pub lag_ms: IntGauge,
-    pub events: IntCounter,
+    lag_ms: IntGauge,
+    events: IntCounter,
 }
 
 impl FollowerMetrics {
-    pub fn new(metrics: &geomatch_common::Metrics) -> Result<Self, prometheus::Error> {
+    fn new(metrics: &geomatch_common::Metrics) -> Result<Self, prometheus::Error> {
         let m = FollowerMetrics {
             lag_ms: IntGauge::new(
                 "replica_lag_ms",
@@ -51,10 +52,12 @@ impl FollowerMetrics {
     }
 }
 
-pub struct Follower {
+pub(crate) struct Follower {
     pool: Pool,
     index: Arc<Index>,
     metrics: FollowerMetrics,
+    /// Where the lag is measured from.
+    clock: Clock,
     /// `locations` events this process wrote itself: already in its index.
     own_writer: Option<String>,
 }
@@ -64,24 +67,24 @@ fn field<'a>(m: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
 }
 
 impl Follower {
-    pub fn new(pool: Pool, index: Arc<Index>, metrics: FollowerMetrics) -> Self {
-        Follower {
-            pool,
-            index,
-            metrics,
-            own_writer: None,
-        }
-    }
-
-    /// Skips the `locations` events written by `writer` (this process's store, which
-    /// applies what Redis accepted to the index itself).
-    pub fn skipping_writes_of(mut self, writer: &str) -> Self {
-        self.own_writer = Some(writer.to_owned());
-        self
+    /// Redis mode: the follower of this process's index, skipping the `locations` events
+    /// of `own_writer` (this process's store, which applies what Redis accepted to the
+    /// index itself). `None` in embedded mode: there is nothing to follow.
+    pub(crate) fn of(deps: &Deps, own_writer: Option<&str>) -> anyhow::Result<Option<Self>> {
+        let Some(redis) = &deps.redis else {
+            return Ok(None);
+        };
+        Ok(Some(Follower {
+            pool: redis.pool().clone(),
+            index: deps.index.clone(),
+            metrics: FollowerMetrics::new(&deps.metrics).context("registering replica metrics")?,
+            clock: deps.clock.clone(),
+            own_writer: own_writer.map(str::to_owned),
+        }))
     }
 
     /// Snapshot, then tail forever; reconnects (with a fresh snapshot) after errors.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         loop {
             if let Err(e) = self.follow().await {
                 tracing::warn!(error = %e, "replica follower failed; restarting in 1 s");
@@ -204,10 +207,9 @@ impl Follower {
     /// Applies one event (or snapshot row); returns how many drivers it was understood
     /// for (a `locations` event carries many).
     fn apply(&self, kind: Kind, m: &HashMap<String, String>) -> usize {
-        let at: i64 = field(m, "at")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(now_ms);
-        self.metrics.lag_ms.set((now_ms() - at).max(0));
+        let now = self.clock.now_ms();
+        let at: i64 = field(m, "at").and_then(|v| v.parse().ok()).unwrap_or(now);
+        self.metrics.lag_ms.set((now - at).max(0));
         let applied = match field(m, "type") {
             Some("locations")
                 if self.own_writer.is_some() && self.own_writer.as_deref() == field(m, "by") =>

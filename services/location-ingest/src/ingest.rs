@@ -1,238 +1,91 @@
-//! The rules of location ingest, independent of HTTP: validate, rate-limit, order, check
-//! plausibility, store. HTTP handlers and the WebSocket both call [`Ingest`].
+//! The rules of location ingest, independent of HTTP and of the mode: validate, let the
+//! store judge and write (rate limit, ordering, plausibility: see [`crate::store`]), count,
+//! tell the move observer, answer views. HTTP handlers and the WebSocket both call
+//! [`Ingest`].
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use actix_web::http::StatusCode;
 use geomatch_common::config::IngestSettings;
-use geomatch_common::error::ErrorCode;
-use geomatch_index::{
-    Attributes, Entry, EntryId, Filter, IdError, Index, IndexError, Kind, Position, Previous,
-    Status, Update, Upserted,
-};
-use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use geomatch_common::ports::{Engagement, MoveObserver};
+use geomatch_common::Clock;
+use geomatch_index::{Attributes, Entry, EntryId, Index, Kind, Status};
 
 use crate::metrics::IngestMetrics;
-use crate::ratelimit::{Limit, RateLimiter};
-use crate::report::{LocationBody, Report, ReportError};
-use crate::store::{RedisStore, StoreError, StoreVerdict};
+use crate::model::{DriverView, IngestError, OnlineStatus, Outcome, StatusBody, Verdict};
+use crate::report::{LocationBody, Report};
+use crate::store::Store;
 
-/// What happened to one accepted-for-processing report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The driver moved.
-    Accepted,
-    /// Older than what is stored (by seq, else device time); ignored.
-    Stale,
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Report(#[from] ReportError),
-    #[error("invalid driver id: {0}")]
-    Id(#[from] IdError),
-    #[error("too many updates for this driver; retry in {retry_after_ms} ms")]
-    RateLimited { retry_after_ms: u64 },
-    #[error("the jump from the last position implies {speed_kmh:.0} km/h (at most {max_kmh:.0})")]
-    ImplausibleJump { speed_kmh: f64, max_kmh: f64 },
-    #[error("no driver {0}")]
-    NotFound(EntryId),
-    #[error("driver {0} has no position yet: push a location before going online")]
-    LocationRequired(EntryId),
-    #[error("the driver is {0:?}: offered or on a ride, the status is dispatch's to change")]
-    Engaged(Status),
-    #[error("vehicle class {0:?} is not one of the configured classes")]
-    UnknownClass(String),
-    #[error("seats must be 1..=16, got {0}")]
-    Seats(u8),
-    #[error("the state store is unavailable: {0}")]
-    Unavailable(String),
-    #[error("batch of {got} updates is above the limit of {max}")]
-    BatchTooLarge { got: usize, max: usize },
-    #[error("a batch needs at least one update")]
-    EmptyBatch,
-}
-
-impl ErrorCode for IngestError {
-    fn status(&self) -> StatusCode {
-        match self {
-            IngestError::Report(e) => e.status(),
-            IngestError::Id(_) => StatusCode::BAD_REQUEST,
-            IngestError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            IngestError::ImplausibleJump { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            IngestError::NotFound(_) => StatusCode::NOT_FOUND,
-            IngestError::LocationRequired(_) | IngestError::Engaged(_) => StatusCode::CONFLICT,
-            IngestError::UnknownClass(_) | IngestError::Seats(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            IngestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::EmptyBatch => StatusCode::UNPROCESSABLE_ENTITY,
-        }
-    }
-    fn code(&self) -> &'static str {
-        match self {
-            IngestError::Report(e) => e.code(),
-            IngestError::Id(_) => "invalid_driver_id",
-            IngestError::RateLimited { .. } => "rate_limited",
-            IngestError::ImplausibleJump { .. } => "implausible_jump",
-            IngestError::NotFound(_) => "driver_not_found",
-            IngestError::LocationRequired(_) => "location_required",
-            IngestError::Engaged(_) => "driver_engaged",
-            IngestError::UnknownClass(_) => "unknown_vehicle_class",
-            IngestError::Seats(_) => "invalid_seats",
-            IngestError::Unavailable(_) => "store_unavailable",
-            IngestError::BatchTooLarge { .. } => "batch_too_large",
-            IngestError::EmptyBatch => "empty_batch",
-        }
-    }
-}
-
-impl From<StoreError> for IngestError {
-    fn from(e: StoreError) -> Self {
-        IngestError::Unavailable(e.to_string())
-    }
-}
-
-/// Something that happened to a driver, for other services and the driver's own stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum DriverEvent {
-    /// Not heard from within the TTL: left the index.
-    WentOffline {
-        driver_id: String,
-        last_seen_ms: i64,
-    },
-}
-
-/// Body of `PUT /v1/drivers/{id}/status`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct StatusBody {
-    /// `available` (online) or `offline`.
-    pub status: OnlineStatus,
-    /// A configured vehicle class name (for example `standard`, `xl`); required to go online.
-    #[serde(default)]
-    pub vehicle_class: Option<String>,
-    #[serde(default)]
-    pub seats: Option<u8>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnlineStatus {
-    Available,
-    Offline,
-}
-
-/// What `GET /v1/drivers/{id}` answers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DriverView {
-    pub driver_id: String,
-    pub lat: f64,
-    pub lng: f64,
-    pub h3_cell: String,
-    pub status: Status,
-    pub vehicle_class: String,
-    pub seats: u8,
-    pub seq: Option<u64>,
-    pub ts_ms: Option<i64>,
-    pub updated_at_ms: i64,
-}
-
-/// Server clock, ms since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Where accepted state is written beyond the in-process index.
-pub enum Store {
-    /// The in-process index is the truth.
-    Embedded,
-    /// Redis is the truth; the index is this process's replica of it.
-    Redis(std::sync::Arc<RedisStore>),
-}
+/// How often the profiles' live set in Redis is trimmed (people nearby's clock is minutes).
+const PROFILE_TRIM_EVERY_MS: i64 = 60_000;
 
 /// Location ingest: shared by every handler of the service.
-pub struct Ingest {
-    index: Arc<Index>,
+pub(crate) struct Ingest {
     store: Store,
-    limiter: RateLimiter<EntryId>,
+    /// This process's index, for its size gauge (the store writes it).
+    index: Arc<Index>,
     settings: IngestSettings,
+    /// Profiles not seen for this long leave the shared live set (`people.not_seen_for_s`).
+    profile_ttl_ms: i64,
     metrics: IngestMetrics,
-    events: broadcast::Sender<DriverEvent>,
-    /// Told of every accepted move (the ETA speed learner listens); see
-    /// [`Ingest::set_move_observer`].
-    move_observer: Option<MoveObserver>,
-    /// Server time of the last expiry sweep.
-    last_sweep_ms: std::sync::atomic::AtomicI64,
+    clock: Clock,
+    /// Told of every accepted move of a driver (the ETA speed learner).
+    moves: Option<Arc<dyn MoveObserver>>,
+    /// Dispatch's hold on drivers: refuses status changes, shows in the driver's state.
+    engagement: Arc<dyn Engagement>,
+    /// Clock time of the last driver expiry sweep.
+    last_sweep_ms: AtomicI64,
+    /// Clock time of the last profile trim.
+    last_profile_trim_ms: AtomicI64,
 }
 
-/// Observes accepted moves: the driver, its previous state, its new position and the
-/// seconds between the two (device clocks when both reports have one, else server receive
-/// times). Called after the index is updated, outside its locks; keep it cheap.
-pub type MoveObserver = Arc<dyn Fn(&EntryId, &Previous, &Position, f64) + Send + Sync>;
+/// What [`Ingest`] is built from besides its store.
+pub(crate) struct Parts {
+    pub index: Arc<Index>,
+    pub settings: IngestSettings,
+    pub profile_ttl_ms: i64,
+    pub metrics: IngestMetrics,
+    pub clock: Clock,
+    pub moves: Option<Arc<dyn MoveObserver>>,
+    pub engagement: Arc<dyn Engagement>,
+}
 
 impl Ingest {
-    pub fn new(
-        index: Arc<Index>,
-        store: Store,
-        settings: IngestSettings,
-        metrics: IngestMetrics,
-    ) -> Self {
-        let limiter = RateLimiter::new(Limit {
-            rate_per_s: settings.rate_per_s,
-            burst: settings.burst,
-        });
-        let (events, _) = broadcast::channel(1024);
+    pub(crate) fn new(store: Store, parts: Parts) -> Self {
         Ingest {
-            index,
             store,
-            limiter,
-            settings,
-            metrics,
-            events,
-            move_observer: None,
-            last_sweep_ms: std::sync::atomic::AtomicI64::new(0),
+            index: parts.index,
+            settings: parts.settings,
+            profile_ttl_ms: parts.profile_ttl_ms,
+            metrics: parts.metrics,
+            clock: parts.clock,
+            moves: parts.moves,
+            engagement: parts.engagement,
+            last_sweep_ms: AtomicI64::new(i64::MIN),
+            last_profile_trim_ms: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Sets the observer told of every accepted move (set once, before serving).
-    pub fn set_move_observer(&mut self, observer: MoveObserver) {
-        self.move_observer = Some(observer);
-    }
-
-    pub fn settings(&self) -> &IngestSettings {
+    pub(crate) fn settings(&self) -> &IngestSettings {
         &self.settings
     }
 
-    pub fn index(&self) -> &Arc<Index> {
-        &self.index
-    }
-
-    pub fn metrics(&self) -> &IngestMetrics {
+    pub(crate) fn metrics(&self) -> &IngestMetrics {
         &self.metrics
     }
 
-    /// Driver events (offline by expiry, …) as they happen.
-    pub fn subscribe(&self) -> broadcast::Receiver<DriverEvent> {
-        self.events.subscribe()
-    }
-
     /// One location report for one driver.
-    pub async fn push(&self, id: &EntryId, body: &LocationBody) -> Result<Outcome, IngestError> {
+    pub(crate) async fn push(
+        &self,
+        id: &EntryId,
+        body: &LocationBody,
+    ) -> Result<Outcome, IngestError> {
         self.push_as(Kind::Driver, id, body).await
     }
 
     /// One location report for one driver or people-nearby profile: the same rules
     /// (validation, rate limit, ordering, plausibility) for both kinds.
-    pub async fn push_as(
+    pub(crate) async fn push_as(
         &self,
         kind: Kind,
         id: &EntryId,
@@ -245,9 +98,9 @@ impl Ingest {
             .unwrap_or(Err(IngestError::Unavailable("no verdict".into())))
     }
 
-    /// Many driver reports at once (a batch request): one result per report, in order. In
-    /// Redis mode the valid ones go to Redis in one pipeline.
-    pub async fn push_many(
+    /// Many driver reports at once (a batch request): one result per report, in order. The
+    /// valid ones go to the store together (in Redis mode, one pipeline).
+    pub(crate) async fn push_many(
         &self,
         reports: &[(EntryId, LocationBody)],
     ) -> Vec<Result<Outcome, IngestError>> {
@@ -255,12 +108,12 @@ impl Ingest {
     }
 
     /// [`Ingest::push_many`] for entries of `kind`.
-    pub async fn push_many_as(
+    async fn push_many_as(
         &self,
         kind: Kind,
         reports: &[(EntryId, LocationBody)],
     ) -> Vec<Result<Outcome, IngestError>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut results: Vec<Option<Result<Outcome, IngestError>>> =
             Vec::with_capacity(reports.len());
         let mut valid = Vec::new();
@@ -275,30 +128,19 @@ impl Ingest {
                 Err(e) => results.push(Some(Err(e.into()))),
             }
         }
-        match &self.store {
-            Store::Embedded => {
-                for ((id, r), i) in valid.iter().zip(&slots) {
-                    let result = self
-                        .limiter
-                        .check(id, now)
-                        .map_err(|retry_after_ms| IngestError::RateLimited { retry_after_ms })
-                        .and_then(|()| self.apply_locally(kind, id, r, now, true));
-                    results[*i] = Some(result);
+        match self.store.push_many(kind, &valid, now).await {
+            Ok(verdicts) => {
+                for (((_, r), i), v) in valid.iter().zip(&slots).zip(verdicts) {
+                    results[*i] = Some(self.outcome(kind, r, now, v));
                 }
             }
-            Store::Redis(redis) => match redis.push_many(kind, &valid, now, &self.settings).await {
-                Ok(verdicts) => {
-                    for (((id, r), i), v) in valid.iter().zip(&slots).zip(verdicts) {
-                        results[*i] = Some(self.after_redis(kind, id, r, now, v));
-                    }
+            Err(e) => {
+                for i in &slots {
+                    results[*i] = Some(Err(e.clone()));
                 }
-                Err(e) => {
-                    for i in &slots {
-                        results[*i] = Some(Err(e.clone().into()));
-                    }
-                }
-            },
+            }
         }
+        self.metrics.index_size.set(self.index.len() as i64);
         results
             .into_iter()
             .map(|r| {
@@ -309,86 +151,39 @@ impl Ingest {
             .collect()
     }
 
-    /// Maps Redis's verdict on a report and, when accepted, updates the local replica.
-    fn after_redis(
+    /// Maps the store's verdict on a report; tells the move observer of a driver's move.
+    fn outcome(
         &self,
         kind: Kind,
-        id: &EntryId,
         r: &Report,
         now: i64,
-        verdict: StoreVerdict,
+        verdict: Verdict,
     ) -> Result<Outcome, IngestError> {
         match verdict {
-            StoreVerdict::Accepted => {
-                // Redis has ordered it; the local replica follows (its own ordering
-                // check only drops what the stream already delivered).
-                let _ = self.apply_locally(kind, id, r, now, false);
+            Verdict::Accepted { previous } => {
+                // Road speeds are learned from drivers only.
+                if let (Some(moves), Some(previous), Kind::Driver) = (&self.moves, previous, kind) {
+                    let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
+                        (Some(a), Some(b)) => b - a,
+                        _ => now - previous.updated_at_ms,
+                    };
+                    moves.moved(&previous.position, &r.position, dt_ms as f64 / 1000.0, now);
+                }
                 Ok(Outcome::Accepted)
             }
-            StoreVerdict::Stale => Ok(Outcome::Stale),
-            StoreVerdict::RateLimited { retry_after_ms } => {
+            Verdict::Stale => Ok(Outcome::Stale),
+            Verdict::RateLimited { retry_after_ms } => {
                 Err(IngestError::RateLimited { retry_after_ms })
             }
-            StoreVerdict::Implausible { speed_kmh } => Err(IngestError::ImplausibleJump {
+            Verdict::Implausible { speed_kmh } => Err(IngestError::ImplausibleJump {
                 speed_kmh,
                 max_kmh: self.settings.max_speed_kmh,
             }),
         }
     }
 
-    /// Applies a report to the in-process index, with the plausibility check when asked.
-    fn apply_locally(
-        &self,
-        kind: Kind,
-        id: &EntryId,
-        r: &Report,
-        now: i64,
-        check_jump: bool,
-    ) -> Result<Outcome, IngestError> {
-        let update = Update {
-            id: id.clone(),
-            kind,
-            position: r.position,
-            seq: r.seq,
-            device_ts_ms: r.device_ts_ms,
-            received_at_ms: now,
-            status: None,
-            attrs: None,
-        };
-        let max_mps = self.settings.max_speed_kmh / 3.6;
-        let mut implied = 0.0;
-        let result = self.index.upsert_if(&update, |prev| {
-            if !check_jump {
-                return true;
-            }
-            implied = implied_speed_mps(prev, r, now);
-            implied <= max_mps
-        });
-        self.metrics.index_size.set(self.index.len() as i64);
-        match result.map_err(index_error)? {
-            Upserted::Moved { previous } => {
-                // Road speeds are learned from drivers only.
-                if let Some(observe) = self.move_observer.as_ref().filter(|_| kind == Kind::Driver)
-                {
-                    let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
-                        (Some(a), Some(b)) => b - a,
-                        _ => now - previous.updated_at_ms,
-                    };
-                    observe(id, &previous, &r.position, dt_ms as f64 / 1000.0);
-                }
-                Ok(Outcome::Accepted)
-            }
-            Upserted::Inserted => Ok(Outcome::Accepted),
-            Upserted::Stale { .. } => Ok(Outcome::Stale),
-            Upserted::Refused { .. } => Err(IngestError::ImplausibleJump {
-                speed_kmh: implied * 3.6,
-                max_kmh: self.settings.max_speed_kmh,
-            }),
-        }
-    }
-
     /// Goes online (available, with vehicle class and seats) or offline.
-    pub async fn set_status(
+    pub(crate) async fn set_status(
         &self,
         id: &EntryId,
         body: &StatusBody,
@@ -420,132 +215,244 @@ impl Ingest {
             OnlineStatus::Available => Status::Available,
             OnlineStatus::Offline => Status::Offline,
         };
-        if let Store::Redis(redis) = &self.store {
-            // A driver holding an offer or on a ride is dispatch's to release.
-            if let Some(engaged) = redis.engagement(id).await? {
-                return Err(IngestError::Engaged(engaged));
-            }
-            if !redis.set_status(id, status, attrs).await? {
-                return Err(IngestError::LocationRequired(id.clone()));
-            }
-            // This replica may not hold the driver yet; the stream brings it.
-            let _ = self.index.set_status(id, status, attrs);
-            return self.get(id).await;
-        }
         // A driver holding an offer or on a ride is dispatch's to release, not its own.
-        match self.index.compare_and_set_status(
-            id,
-            &[Status::Offline, Status::Available],
-            status,
-            attrs,
-        ) {
-            Ok(e) => Ok(self.view(&e)),
-            Err(IndexError::NotFound(_)) => Err(IngestError::LocationRequired(id.clone())),
-            Err(IndexError::StatusConflict { actual, .. }) => Err(IngestError::Engaged(actual)),
-            Err(e) => Err(index_error(e)),
+        if let Some(engaged) = self.engagement.engagement(id.as_str()).await? {
+            return Err(IngestError::Engaged(engaged));
         }
+        let entry = self
+            .store
+            .set_status(id, status, attrs, self.clock.now_ms())
+            .await?;
+        self.view(entry).await
     }
 
     /// The driver's current state.
-    pub async fn get(&self, id: &EntryId) -> Result<DriverView, IngestError> {
-        if let Store::Redis(redis) = &self.store {
-            let mut view = redis
-                .get(id, &self.settings.vehicle_classes)
-                .await?
-                .ok_or_else(|| IngestError::NotFound(id.clone()))?;
-            if let Some(engaged) = redis.engagement(id).await? {
-                view.status = engaged;
-            }
-            return Ok(view);
-        }
-        self.index
+    pub(crate) async fn get(&self, id: &EntryId) -> Result<DriverView, IngestError> {
+        let entry = self
+            .store
             .get(id)
-            .map(|e| self.view(&e))
-            .ok_or_else(|| IngestError::NotFound(id.clone()))
+            .await?
+            .ok_or_else(|| IngestError::NotFound(id.clone()))?;
+        self.view(entry).await
     }
 
-    fn view(&self, e: &Entry) -> DriverView {
-        DriverView {
+    /// The view of a stored state, showing dispatch's hold on the driver if it has one.
+    async fn view(&self, e: Entry) -> Result<DriverView, IngestError> {
+        let status = match self.engagement.engagement(e.id.as_str()).await? {
+            Some(engaged) => engaged,
+            None => e.status,
+        };
+        Ok(DriverView {
             driver_id: e.id.to_string(),
             lat: e.position.lat(),
             lng: e.position.lng(),
             h3_cell: e.cell.to_string(),
-            status: e.status,
+            status,
             vehicle_class: self
                 .settings
                 .vehicle_classes
-                .get(e.attrs.vehicle_class as usize)
+                .get(usize::from(e.attrs.vehicle_class))
                 .cloned()
                 .unwrap_or_default(),
             seats: e.attrs.seats,
             seq: e.seq,
             ts_ms: e.device_ts_ms,
             updated_at_ms: e.updated_at_ms,
+        })
+    }
+
+    /// Periodic upkeep at `now` (run every second): silent drivers go offline
+    /// ([`Ingest::evict_expired`]) and, in Redis mode, silent profiles leave the shared
+    /// live set ([`Ingest::trim_profiles`]). Failures are logged and retried next time.
+    pub(crate) async fn housekeep(&self, now: i64) {
+        match self.evict_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(drivers = n, "took silent drivers offline"),
+            Err(e) => tracing::warn!(error = %e, "expiry sweep failed; retrying next second"),
+        }
+        if let Err(e) = self.trim_profiles(now).await {
+            tracing::warn!(error = %e, "trimming the profiles' seen sets failed");
         }
     }
 
-    /// Takes every driver not heard from within the TTL out of the index (and, in Redis
-    /// mode, marks them offline there, each claimed by exactly one replica), publishes an
-    /// event for each and returns how many left. Run periodically.
-    pub async fn evict_expired(&self, now: i64) -> Result<usize, IngestError> {
+    /// Once a minute: profiles not seen for `people.not_seen_for_s` leave the shared live
+    /// set (Redis mode; each replica's index lets them go on people nearby's own sweep).
+    /// How many left.
+    pub(crate) async fn trim_profiles(&self, now: i64) -> Result<usize, IngestError> {
+        let last = self.last_profile_trim_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PROFILE_TRIM_EVERY_MS {
+            return Ok(0);
+        }
+        self.last_profile_trim_ms.store(now, Ordering::Relaxed);
+        self.store
+            .trim_profiles_seen(now - self.profile_ttl_ms, now)
+            .await
+    }
+
+    /// Takes every driver not heard from within the TTL offline (at most every tenth of
+    /// the TTL); how many this replica claimed.
+    pub(crate) async fn evict_expired(&self, now: i64) -> Result<usize, IngestError> {
         // The sweep walks every entry: run it every tenth of the TTL (at least every second),
         // which bounds how late a silent driver leaves to 10 % of the TTL.
         let every_ms = (self.settings.ttl_s * 100).max(1000) as i64;
-        let last = self
-            .last_sweep_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if now - last < every_ms {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < every_ms {
             return Ok(0);
         }
-        self.last_sweep_ms
-            .store(now, std::sync::atomic::Ordering::Relaxed);
+        self.last_sweep_ms.store(now, Ordering::Relaxed);
         let cutoff = now - (self.settings.ttl_s * 1000) as i64;
-        // Profiles go stale on people nearby's own, much longer clock.
-        let local = self
-            .index
-            .evict_older_than_where(cutoff, &Filter::any().kind(Kind::Driver));
-        let mut gone: Vec<(String, i64)> = local
-            .iter()
-            .map(|e| (e.id.to_string(), e.updated_at_ms))
-            .collect();
-        if let Store::Redis(redis) = &self.store {
-            // Only what this replica claimed in Redis is announced, so each expiry is
-            // announced once across replicas.
-            gone = redis.sweep_expired(cutoff).await?;
-        }
-        for (driver_id, last_seen_ms) in &gone {
-            let _ = self.events.send(DriverEvent::WentOffline {
-                driver_id: driver_id.clone(),
-                last_seen_ms: *last_seen_ms,
-            });
-        }
+        let gone = self.store.sweep_expired(cutoff, now).await?;
         self.metrics.evictions.inc_by(gone.len() as u64);
         self.metrics.index_size.set(self.index.len() as i64);
-        self.limiter.sweep(now);
         Ok(gone.len())
     }
 }
 
-/// Speed implied by moving from the stored state to this report: by device clocks when
-/// both have one, else by server receive times; at least one second apart, so GPS jitter
-/// between two close reports is never "fast".
-pub fn implied_speed_mps(prev: &Previous, r: &Report, now: i64) -> f64 {
-    let dt_ms = match (prev.device_ts_ms, r.device_ts_ms) {
-        (Some(a), Some(b)) => b - a,
-        _ => now - prev.updated_at_ms,
-    };
-    let dt_s = (dt_ms as f64 / 1000.0).max(1.0);
-    prev.position.distance_m(&r.position) / dt_s
-}
+#[cfg(test)]
+mod tests {
+    use geomatch_common::ports::PortFuture;
+    use geomatch_common::redis::RedisError;
+    use geomatch_common::Metrics;
+    use geomatch_index::{IndexConfig, Position};
+    use parking_lot::Mutex;
 
-fn index_error(e: IndexError) -> IngestError {
-    match e {
-        IndexError::NotFound(id) => IngestError::NotFound(id),
-        other => IngestError::Unavailable(other.to_string()),
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    /// Dispatch holding (or not) every driver.
+    struct Held(Option<Status>);
+
+    impl Engagement for Held {
+        fn engagement<'a>(
+            &'a self,
+            _driver: &'a str,
+        ) -> PortFuture<'a, Result<Option<Status>, RedisError>> {
+            Box::pin(std::future::ready(Ok(self.0)))
+        }
     }
-}
 
-/// Parses a path id.
-pub fn driver_id(raw: &str) -> Result<EntryId, IngestError> {
-    Ok(EntryId::parse(raw)?)
+    /// Records the moves it is told of: from, to, seconds, now.
+    #[derive(Default)]
+    struct Moves(Mutex<Vec<(Position, Position, f64, i64)>>);
+
+    impl MoveObserver for Moves {
+        fn moved(&self, from: &Position, to: &Position, dt_s: f64, now_ms: i64) {
+            self.0.lock().push((*from, *to, dt_s, now_ms));
+        }
+    }
+
+    fn ingest(held: Option<Status>, moves: Option<Arc<Moves>>, clock: &Clock) -> Ingest {
+        let index = Arc::new(Index::new(IndexConfig::default()).expect("an index"));
+        let metrics = IngestMetrics::new(&Metrics::new().expect("a registry")).expect("metrics");
+        let settings = IngestSettings::default();
+        Ingest::new(
+            Store::of(None, index.clone(), &settings, metrics.clone()),
+            Parts {
+                index,
+                settings,
+                profile_ttl_ms: 600_000,
+                metrics,
+                clock: clock.clone(),
+                moves: moves.map(|m| m as Arc<dyn MoveObserver>),
+                engagement: Arc::new(Held(held)),
+            },
+        )
+    }
+
+    fn at(lat: f64, lng: f64, ts_ms: Option<i64>) -> LocationBody {
+        LocationBody {
+            lat,
+            lng,
+            seq: None,
+            ts_ms,
+            heading_deg: None,
+            speed_mps: None,
+            accuracy_m: None,
+        }
+    }
+
+    fn id(s: &str) -> EntryId {
+        EntryId::parse(s).expect("a valid id")
+    }
+
+    #[tokio::test]
+    async fn drivers_moves_are_observed_timed_by_device_clocks_and_profiles_are_not() {
+        let clock = Clock::manual(T0);
+        let moves = Arc::new(Moves::default());
+        let ingest = ingest(None, Some(moves.clone()), &clock);
+        let d1 = id("d1");
+        ingest
+            .push(&d1, &at(37.5, 127.0, Some(T0 - 9_000)))
+            .await
+            .expect("accepted");
+        clock.advance(10_000);
+        ingest
+            .push(&d1, &at(37.501, 127.0, Some(T0 - 5_000)))
+            .await
+            .expect("accepted");
+        // Without device times, server times.
+        let p1 = id("p1");
+        ingest
+            .push_as(Kind::Profile, &p1, &at(1.0, 1.0, None))
+            .await
+            .expect("accepted");
+        clock.advance(10_000);
+        ingest
+            .push_as(Kind::Profile, &p1, &at(1.001, 1.0, None))
+            .await
+            .expect("accepted");
+        let seen = moves.0.lock().clone();
+        assert_eq!(seen.len(), 1, "one driver move, no profile move: {seen:?}");
+        let (from, to, dt_s, now) = seen[0];
+        assert_eq!((from.lat(), to.lat()), (37.5, 37.501));
+        assert_eq!((dt_s, now), (4.0, T0 + 10_000));
+    }
+
+    #[tokio::test]
+    async fn a_driver_dispatch_holds_cannot_change_its_status_and_shows_the_hold() {
+        let clock = Clock::manual(T0);
+        let ingest = ingest(Some(Status::Busy), None, &clock);
+        let d1 = id("d1");
+        ingest
+            .push(&d1, &at(37.5, 127.0, None))
+            .await
+            .expect("accepted");
+        let online = StatusBody {
+            status: OnlineStatus::Available,
+            vehicle_class: None,
+            seats: None,
+        };
+        assert_eq!(
+            ingest.set_status(&d1, &online).await,
+            Err(IngestError::Engaged(Status::Busy))
+        );
+        assert_eq!(ingest.get(&d1).await.expect("stored").status, Status::Busy);
+    }
+
+    #[tokio::test]
+    async fn silent_drivers_are_swept_at_most_every_tenth_of_the_ttl() {
+        let clock = Clock::manual(T0);
+        let ingest = ingest(None, None, &clock);
+        ingest
+            .push(&id("d1"), &at(37.5, 127.0, None))
+            .await
+            .expect("accepted");
+        assert_eq!(
+            ingest.evict_expired(T0 + 29_000).await,
+            Ok(0),
+            "not silent yet"
+        );
+        // TTL 30 s: the next sweep is due 3 s after the last one.
+        assert_eq!(
+            ingest.evict_expired(T0 + 31_000).await,
+            Ok(0),
+            "not due yet"
+        );
+        assert_eq!(ingest.evict_expired(T0 + 32_000).await, Ok(1));
+        assert_eq!(
+            ingest.get(&id("d1")).await,
+            Err(IngestError::NotFound(id("d1")))
+        );
+    }
 }

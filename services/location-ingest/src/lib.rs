@@ -3,41 +3,117 @@
 //! validates and orders each report and keeps the shared index (and, in Redis mode, the
 //! shared state in Redis) current.
 //!
-//! # Layout
-//! - [`report`]: the report body and its validation.
-//! - [`ingest`]: the rules (rate limit, ordering, plausibility, expiry), transport-free.
-//! - [`ratelimit`]: per-driver token buckets.
-//! - [`store`]: Redis mode: Lua scripts that apply the same rules atomically in Redis.
-//! - [`routes`], [`stream`]: thin HTTP and WebSocket adapters.
-//! - [`openapi`]: the OpenAPI 3 document of these routes.
+//! # Front door
+//! [`build`] (a process serving ingest: routes, OpenAPI, housekeeping, and in Redis mode
+//! the follower) and [`follow`] (a process that does not: only the follower); [`Hub`],
+//! drivers' WebSockets, through which dispatch pushes offers
+//! ([`geomatch_common::ports::DriverPush`]).
 //!
-//! Routes are registered with [`configure`]; register each path as one `web::resource`
-//! holding all its methods (a wrong method then gets 405 with `Allow`).
+//! # Layout
+//! - `report`: the report body and its validation.
+//! - `ingest`: the core (`Ingest`): validate, let the store judge and write, count, tell
+//!   the move observer, map views. Names no mode.
+//! - `store/`: the mode seam and its contract (`mod.rs`): `memory.rs` (embedded: index +
+//!   rate limiter), `redis.rs` (Lua scripts, keys); `contract.rs` tests both.
+//! - `follower`: Redis mode: this process's index follows Redis.
+//! - `model`: shared small types (`Outcome`, `Verdict`, `IngestError`, bodies, views).
+//! - `ratelimit`: per-driver token buckets (memory store).
+//! - `routes`, `stream`: thin HTTP and WebSocket adapters; `openapi`; `metrics`.
+//!
+//! Routes are registered as one `web::resource` per path holding all its methods (a wrong
+//! method then gets 405 with `Allow`).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
-use geomatch_common::ServiceInfo;
+use anyhow::Context;
+use geomatch_common::ports::{Engagement, MoveObserver};
+use geomatch_common::service::every;
+use geomatch_common::{Deps, Part, ServiceInfo};
 
-pub mod follower;
-pub mod ingest;
-pub mod metrics;
-pub mod openapi;
-pub mod ratelimit;
-pub mod report;
-pub mod routes;
-pub mod store;
-pub mod stream;
+mod follower;
+mod ingest;
+mod metrics;
+mod model;
+mod openapi;
+mod ratelimit;
+mod report;
+mod routes;
+mod store;
+mod stream;
 
-pub use ingest::{Ingest, Store};
+pub use stream::Hub;
+
+use follower::Follower;
+use ingest::Ingest;
+use store::Store;
 
 /// The service's name, as in `--service location-ingest` and its info route.
 pub const NAME: &str = "location-ingest";
 
-/// Registers this service's routes, with `ingest` as their shared state.
-pub fn configure(
-    cfg: &mut web::ServiceConfig,
-    ingest: web::Data<Ingest>,
-    hub: web::Data<stream::Hub>,
-) {
+/// What ingest needs of the other services.
+pub struct Ports {
+    /// Told of every accepted move of a driver (eta-pricing's speed learner).
+    pub moves: Option<Arc<dyn MoveObserver>>,
+    /// Dispatch's hold on drivers (matching): an engaged driver cannot change its own
+    /// status, and its state shows the engagement.
+    pub engagement: Arc<dyn Engagement>,
+    /// The drivers' WebSockets of this process (shared with dispatch, which pushes offers).
+    pub hub: Arc<Hub>,
+}
+
+/// Ingest served by this process: its routes and OpenAPI, the housekeeping task (every
+/// second: silent drivers go offline; in Redis mode, once a minute, profiles not seen for
+/// `people.not_seen_for_s` leave the shared live set) and, in Redis mode, the follower of
+/// this process's index (skipping this process's own writes).
+pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
+    let metrics =
+        metrics::IngestMetrics::new(&deps.metrics).context("registering ingest metrics")?;
+    let store = Store::new(deps, metrics.clone());
+    let follower = Follower::of(deps, store.writer())?;
+    let ingest = Arc::new(Ingest::new(
+        store,
+        ingest::Parts {
+            index: deps.index.clone(),
+            settings: deps.settings.ingest.clone(),
+            profile_ttl_ms: (deps.settings.people.not_seen_for_s * 1000) as i64,
+            metrics,
+            clock: deps.clock.clone(),
+            moves: ports.moves,
+            engagement: ports.engagement,
+        },
+    ));
+    let routes = {
+        let ingest = web::Data::from(ingest.clone());
+        let hub = web::Data::from(ports.hub);
+        move |cfg: &mut web::ServiceConfig| configure(cfg, ingest.clone(), hub.clone())
+    };
+    let housekeeping = every(Duration::from_secs(1), deps.clock.clone(), move |now| {
+        let ingest = ingest.clone();
+        async move { ingest.housekeep(now).await }
+    });
+    let part = Part::new()
+        .routes(routes)
+        .openapi(openapi::paths(), openapi::schemas())
+        .task("ingest housekeeping", housekeeping);
+    Ok(match follower {
+        Some(f) => part.task("replica follower", f.run()),
+        None => part,
+    })
+}
+
+/// For a process that does not serve ingest: in Redis mode its index must still follow
+/// Redis (the follower task); nothing in embedded mode.
+pub fn follow(deps: &Deps) -> anyhow::Result<Part> {
+    Ok(match Follower::of(deps, None)? {
+        Some(f) => Part::new().task("replica follower", f.run()),
+        None => Part::new(),
+    })
+}
+
+/// Registers this service's routes, with `ingest` and `hub` as their shared state.
+fn configure(cfg: &mut web::ServiceConfig, ingest: web::Data<Ingest>, hub: web::Data<Hub>) {
     cfg.app_data(ingest)
         .app_data(hub)
         .service(web::resource("/v1/location-ingest/info").route(web::get().to(info)))

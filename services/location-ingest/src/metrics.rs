@@ -4,10 +4,10 @@ use geomatch_common::error::ErrorCode;
 use geomatch_common::metrics::Metrics;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts};
 
-use crate::ingest::{IngestError, Outcome};
+use crate::model::{IngestError, Outcome};
 
 #[derive(Clone)]
-pub struct IngestMetrics {
+pub(crate) struct IngestMetrics {
     /// Updates by outcome: accepted, stale, rejected (with the rejection code).
     pub updates: IntCounterVec,
     pub batch_size: Histogram,
@@ -19,7 +19,7 @@ pub struct IngestMetrics {
 }
 
 impl IngestMetrics {
-    pub fn new(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(metrics: &Metrics) -> Result<Self, prometheus::Error> {
         let m = IngestMetrics {
             updates: IntCounterVec::new(
                 Opts::new(
@@ -57,7 +57,7 @@ impl IngestMetrics {
         Ok(m)
     }
 
-    pub fn record(&self, result: &Result<Outcome, IngestError>) {
+    pub(crate) fn record(&self, result: &Result<Outcome, IngestError>) {
         let (outcome, code) = match result {
             Ok(Outcome::Accepted) => ("accepted", ""),
             Ok(Outcome::Stale) => ("stale", ""),

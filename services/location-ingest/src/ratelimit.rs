@@ -70,10 +70,12 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -1,35 +1,19 @@
 //! HTTP adapters: parse, authorise, call [`Ingest`], map the answer. No rules live here.
 
-use actix_web::http::header;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use geomatch_common::auth::{Principal, Role};
 use geomatch_common::error::{ApiError, ErrorCode};
+use geomatch_index::{EntryId, Kind};
 use serde::{Deserialize, Serialize};
 
-use crate::ingest::{driver_id, Ingest, IngestError, Outcome, StatusBody};
+use crate::ingest::Ingest;
+use crate::model::{driver_id, IngestError, Outcome, StatusBody};
 use crate::report::LocationBody;
-use geomatch_index::{EntryId, Kind};
 
 /// `{"result": "accepted" | "stale"}`
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct PushAnswer {
-    pub result: Outcome,
-}
-
-/// The answer for an ingest error, with `Retry-After` where the client should retry.
-pub fn error_response(e: IngestError) -> HttpResponse {
-    let retry_after_s = match &e {
-        IngestError::RateLimited { retry_after_ms } => Some(retry_after_ms.div_ceil(1000).max(1)),
-        IngestError::Unavailable(_) => Some(1),
-        _ => None,
-    };
-    let mut response = ApiError::from(e).error_response();
-    if let Some(s) = retry_after_s {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
-    }
-    response
+struct PushAnswer {
+    result: Outcome,
 }
 
 /// The path's driver id, if the caller may act on it (the driver itself, or privileged).
@@ -40,60 +24,47 @@ fn authorised(who: &Principal, raw: &str) -> Result<EntryId, ApiError> {
 }
 
 /// `PUT /v1/drivers/{driver_id}/location`
-pub async fn put_location(
+pub(crate) async fn put_location(
     ingest: web::Data<Ingest>,
     who: Principal,
     path: web::Path<String>,
     body: web::Json<LocationBody>,
-) -> HttpResponse {
-    let id = match authorised(&who, &path) {
-        Ok(id) => id,
-        Err(e) => return e.error_response(),
-    };
-    match ingest.push(&id, &body).await {
-        Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
-        Err(e) => error_response(e),
-    }
+) -> Result<HttpResponse, ApiError> {
+    let id = authorised(&who, &path)?;
+    let result = ingest.push(&id, &body).await?;
+    Ok(HttpResponse::Ok().json(PushAnswer { result }))
 }
 
 /// `PUT /v1/profiles/{profile_id}/location`: a people-nearby profile reports where it is.
 /// The same rules as drivers (validation, rate limit, ordering, plausibility); the entry is
 /// kind `profile` in the index. A profile is a person's user account: its token has role
 /// `rider` and the profile id as subject (service and admin may act on any).
-pub async fn put_profile_location(
+pub(crate) async fn put_profile_location(
     ingest: web::Data<Ingest>,
     who: Principal,
     path: web::Path<String>,
     body: web::Json<LocationBody>,
-) -> HttpResponse {
-    let id = match EntryId::parse(&path) {
-        Ok(id) => id,
-        Err(e) => {
-            return ApiError::bad_request("invalid_profile_id", e.to_string()).error_response()
-        }
-    };
-    if let Err(e) = who.may_act_as(Role::Rider, id.as_str()) {
-        return ApiError::from(e).error_response();
-    }
-    match ingest.push_as(Kind::Profile, &id, &body).await {
-        Ok(result) => HttpResponse::Ok().json(PushAnswer { result }),
-        Err(e) => error_response(e),
-    }
+) -> Result<HttpResponse, ApiError> {
+    let id = EntryId::parse(&path)
+        .map_err(|e| ApiError::bad_request("invalid_profile_id", e.to_string()))?;
+    who.may_act_as(Role::Rider, id.as_str())?;
+    let result = ingest.push_as(Kind::Profile, &id, &body).await?;
+    Ok(HttpResponse::Ok().json(PushAnswer { result }))
 }
 
 /// `POST /v1/locations/batch` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchBody {
+pub(crate) struct BatchBody {
     /// Items are parsed one by one, so that a malformed item fails alone (kept as raw
     /// JSON text until then: no intermediate value tree).
-    pub updates: Vec<Box<serde_json::value::RawValue>>,
+    updates: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// One item of a batch: a location report with its driver id.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct BatchItem {
+struct BatchItem {
     pub driver_id: String,
     pub lat: f64,
     pub lng: f64,
@@ -111,7 +82,7 @@ pub struct BatchItem {
 
 /// One result of a batch, in the order of the request's items.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct ItemResult {
+struct ItemResult {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub driver_id: Option<String>,
@@ -124,7 +95,7 @@ pub struct ItemResult {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-pub struct BatchAnswer {
+struct BatchAnswer {
     pub accepted: usize,
     pub stale: usize,
     pub rejected: usize,
@@ -133,18 +104,18 @@ pub struct BatchAnswer {
 
 /// `POST /v1/locations/batch`: fleet gateways (service role) push for many drivers; a
 /// driver token may batch its own reports only.
-pub async fn post_batch(
+pub(crate) async fn post_batch(
     ingest: web::Data<Ingest>,
     who: Principal,
     body: web::Json<BatchBody>,
-) -> HttpResponse {
+) -> Result<HttpResponse, ApiError> {
     let max = ingest.settings().max_batch;
     let n = body.updates.len();
     if n == 0 {
-        return error_response(IngestError::EmptyBatch);
+        return Err(IngestError::EmptyBatch.into());
     }
     if n > max {
-        return error_response(IngestError::BatchTooLarge { got: n, max });
+        return Err(IngestError::BatchTooLarge { got: n, max }.into());
     }
     ingest.metrics().batch_size.observe(n as f64);
     // Parse and authorise every item; the good ones go to ingest together.
@@ -191,12 +162,12 @@ pub async fn post_batch(
     }
     let results: Vec<ItemResult> = results.into_iter().flatten().collect();
     let count = |r: &str| results.iter().filter(|x| x.result == r).count();
-    HttpResponse::Ok().json(BatchAnswer {
+    Ok(HttpResponse::Ok().json(BatchAnswer {
         accepted: count("accepted"),
         stale: count("stale"),
         rejected: count("rejected"),
         results,
-    })
+    }))
 }
 
 type ItemError = (Option<String>, String, String);
@@ -225,34 +196,24 @@ fn batch_item(
 }
 
 /// `PUT /v1/drivers/{driver_id}/status`
-pub async fn put_status(
+pub(crate) async fn put_status(
     ingest: web::Data<Ingest>,
     who: Principal,
     path: web::Path<String>,
     body: web::Json<StatusBody>,
-) -> HttpResponse {
-    let id = match authorised(&who, &path) {
-        Ok(id) => id,
-        Err(e) => return e.error_response(),
-    };
-    match ingest.set_status(&id, &body).await {
-        Ok(view) => HttpResponse::Ok().json(view),
-        Err(e) => error_response(e),
-    }
+) -> Result<HttpResponse, ApiError> {
+    let id = authorised(&who, &path)?;
+    let view = ingest.set_status(&id, &body).await?;
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `GET /v1/drivers/{driver_id}`
-pub async fn get_driver(
+pub(crate) async fn get_driver(
     ingest: web::Data<Ingest>,
     who: Principal,
     path: web::Path<String>,
-) -> HttpResponse {
-    let id = match authorised(&who, &path) {
-        Ok(id) => id,
-        Err(e) => return e.error_response(),
-    };
-    match ingest.get(&id).await {
-        Ok(view) => HttpResponse::Ok().json(view),
-        Err(e) => error_response(e),
-    }
+) -> Result<HttpResponse, ApiError> {
+    let id = authorised(&who, &path)?;
+    let view = ingest.get(&id).await?;
+    Ok(HttpResponse::Ok().json(view))
 }

@@ -18,13 +18,14 @@ use actix_ws::Message;
 use futures_util::StreamExt;
 use geomatch_common::auth::{authenticate, Role};
 use geomatch_common::error::{ApiError, ErrorCode};
+use geomatch_common::ports::DriverPush;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::ingest::{driver_id, Ingest, Outcome};
+use crate::ingest::Ingest;
+use crate::model::{driver_id, Outcome};
 use crate::report::LocationBody;
-use crate::routes::error_response;
 
 /// Largest frame accepted from a driver.
 const MAX_FRAME_BYTES: usize = 4 * 1024;
@@ -54,19 +55,14 @@ impl Hub {
             map.remove(driver);
         }
     }
+}
 
-    /// Queues a JSON event for a connected driver; false if not connected or backed up.
-    pub fn send(&self, driver: &str, event: &impl Serialize) -> bool {
-        let Ok(text) = serde_json::to_string(event) else {
-            return false;
-        };
+impl DriverPush for Hub {
+    /// Queues a JSON text for a connected driver; false if not connected or backed up.
+    fn push(&self, driver: &str, json: &str) -> bool {
         let map = self.drivers.lock();
         map.get(driver)
-            .is_some_and(|(_, tx)| tx.try_send(text).is_ok())
-    }
-
-    pub fn is_connected(&self, driver: &str) -> bool {
-        self.drivers.lock().contains_key(driver)
+            .is_some_and(|(_, tx)| tx.try_send(json.to_owned()).is_ok())
     }
 }
 
@@ -78,7 +74,7 @@ enum ClientFrame {
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerFrame {
+enum ServerFrame {
     Ack {
         seq: Option<u64>,
         result: Outcome,
@@ -92,17 +88,14 @@ pub enum ServerFrame {
 
 /// Upgrades to a WebSocket after authenticating (bearer header, or `access_token` query
 /// parameter for browsers, which cannot set headers on a WebSocket).
-pub async fn connect(
+pub(crate) async fn connect(
     req: HttpRequest,
     body: web::Payload,
     path: web::Path<String>,
     ingest: web::Data<Ingest>,
     hub: web::Data<Hub>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let id = match driver_id(&path) {
-        Ok(id) => id,
-        Err(e) => return Ok(error_response(e)),
-    };
+    let id = driver_id(&path).map_err(ApiError::from)?;
     let who = authenticate(&req)?;
     who.may_act_as(Role::Driver, id.as_str())
         .map_err(ApiError::from)?;

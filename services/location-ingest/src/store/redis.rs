@@ -26,43 +26,43 @@
 //! report. Commands issued from Lua cost microseconds each, so none is issued per report;
 //! the state is packed with Lua's `struct` library for the same reason (numbers to and from
 //! text are slow in Lua). The HTTP answer is sent only after Redis accepted the write.
+//!
+//! # This process's index
+//! What Redis accepted here is applied to this process's index at once (status changes
+//! and local expiry too); the follower (`crate::follower`) brings what other replicas
+//! wrote and skips this store's own `locations` events (see [`RedisStore::writer`]).
 
-use deadpool_redis::{Config, PoolConfig, Runtime, Timeouts};
-use geomatch_common::config::{IngestSettings, RedisSettings};
+use std::sync::Arc;
+
+use geomatch_common::config::IngestSettings;
 use geomatch_common::redis::{query_pipe, Redis};
-use geomatch_index::{Attributes, EntryId, Kind, Position, Status};
+use geomatch_index::{
+    cell_of, Attributes, Entry, EntryId, Filter, Index, Kind, Position, Resolution, Status, Update,
+    Upserted,
+};
 use redis::Script;
 
-use crate::ingest::DriverView;
 use crate::metrics::IngestMetrics;
+use crate::model::{IngestError, Verdict};
 use crate::report::Report;
 
 /// Number of key shards (hash tags). Fixed: changing it re-homes every driver.
-pub const SHARDS: u32 = 16;
+pub(crate) const SHARDS: u32 = 16;
 /// How far back (ms of Redis time) each location stream keeps its events: a follower may
 /// lag this much without missing any. Trimming is approximate (whole stream nodes), so a
 /// little more is kept.
-pub const STREAM_KEEP_MS: u64 = 30_000;
+pub(crate) const STREAM_KEEP_MS: u64 = 30_000;
 /// How long an expired driver's state is kept: long enough that a late, stale report is
 /// still recognised as stale.
-pub const STATE_KEEP_MS: u64 = 24 * 3600 * 1000;
+pub(crate) const STATE_KEEP_MS: u64 = 24 * 3600 * 1000;
 /// A driver's last-seen score is rewritten only when it is older than this; the expiry
 /// sweep reads the driver's true last update before expiring it, so this only saves work.
-pub const SEEN_SLACK_MS: u64 = 5_000;
+pub(crate) const SEEN_SLACK_MS: u64 = 5_000;
 /// Most reports one push-script call handles (Redis runs nothing else meanwhile).
 const SCRIPT_BATCH: usize = 256;
 
 /// A Redis call that failed (the one error type of every service's Redis calls).
-pub type StoreError = geomatch_common::redis::RedisError;
-
-/// What Redis decided about one report.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StoreVerdict {
-    Accepted,
-    Stale,
-    RateLimited { retry_after_ms: u64 },
-    Implausible { speed_kmh: f64 },
-}
+type StoreError = geomatch_common::redis::RedisError;
 
 /// What every script starts with.
 /// - `STATE`: the `struct` format of a driver's state, [`StoredDriver::decode`]'s layout:
@@ -234,8 +234,12 @@ return out
 const SWEEP_BATCH: u32 = 1000;
 
 /// The Redis side of ingest.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
+    /// The process's handle (calls with a ceiling each).
     redis: Redis,
+    /// This process's replica: what Redis accepted here is applied to it at once (the
+    /// follower brings what other replicas wrote).
+    index: Arc<Index>,
     push: Script,
     status: Script,
     sweep: Script,
@@ -243,6 +247,10 @@ pub struct RedisStore {
     /// Names this store's `locations` events (field `by`): the process's own follower
     /// skips them, its index already has them.
     writer: String,
+    /// The rules the push script applies: token bucket, and the plausibility limit (m/s).
+    rate_per_s: f64,
+    burst: f64,
+    max_mps: f64,
 }
 
 fn shard_of(id: &EntryId) -> u32 {
@@ -259,7 +267,7 @@ fn shard_of(id: &EntryId) -> u32 {
 /// keys: profiles have their own state hash, seen and gone sets (so the driver expiry
 /// sweep never claims them) and stream (so followers know the kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindKeys {
+pub(crate) struct KindKeys {
     pub kind: Kind,
     /// Key suffixes: `gm:{sN}:<state>` etc.
     pub state: &'static str,
@@ -270,9 +278,9 @@ pub struct KindKeys {
 
 /// How long a profile's state is kept after it leaves (`people.not_seen_for_s` passed):
 /// late reports are still ordered against it.
-pub const PROFILE_STATE_KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
+pub(crate) const PROFILE_STATE_KEEP_MS: u64 = 30 * 24 * 3600 * 1000;
 
-pub const KINDS: [KindKeys; 2] = [
+pub(crate) const KINDS: [KindKeys; 2] = [
     KindKeys {
         kind: Kind::Driver,
         state: "drv",
@@ -308,23 +316,6 @@ impl KindKeys {
     pub fn stream(&self, shard: u32) -> String {
         format!("gm:{{s{shard}}}:{}", self.stream)
     }
-}
-
-/// The hash of a shard's drivers' states.
-pub fn state_key(shard: u32) -> String {
-    format!("gm:{{s{shard}}}:drv")
-}
-
-pub fn seen_key(shard: u32) -> String {
-    format!("gm:{{s{shard}}}:seen")
-}
-
-pub fn gone_key(shard: u32) -> String {
-    format!("gm:{{s{shard}}}:gone")
-}
-
-pub fn stream_key(shard: u32) -> String {
-    format!("gm:{{s{shard}}}:loc")
 }
 
 /// A random id for one store (several may share a process, as replicas do in tests).
@@ -364,7 +355,7 @@ fn status_of_code(c: u8) -> Status {
 /// -1, device time or -1, last update, rate-limit tokens, their time, time of the last
 /// `seen` score), then four bytes (status code, vehicle class, seats, expired).
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredDriver {
+pub(crate) struct StoredDriver {
     pub position: Position,
     pub seq: Option<u64>,
     pub device_ts_ms: Option<i64>,
@@ -428,49 +419,29 @@ pub(crate) fn status_from(s: &str) -> Status {
 }
 
 impl RedisStore {
-    pub fn new(settings: &RedisSettings, metrics: IngestMetrics) -> Result<Self, StoreError> {
-        let mut cfg = Config::from_url(settings.url.clone());
-        cfg.pool = Some(PoolConfig {
-            max_size: settings.pool_size,
-            timeouts: Timeouts {
-                wait: Some(settings.wait_timeout()),
-                create: Some(settings.connect_timeout()),
-                recycle: Some(settings.connect_timeout()),
-            },
-            ..PoolConfig::default()
-        });
-        let pool = cfg
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
-        Ok(RedisStore {
-            redis: Redis::new(pool, &settings.url, settings.connect_timeout())?,
+    pub(crate) fn new(
+        redis: Redis,
+        index: Arc<Index>,
+        settings: &IngestSettings,
+        metrics: IngestMetrics,
+    ) -> Self {
+        RedisStore {
+            redis,
+            index,
             push: Script::new(&format!("{LUA_COMMON}{LUA_PUSH}")),
             status: Script::new(&format!("{LUA_COMMON}{LUA_STATUS}")),
             sweep: Script::new(&format!("{LUA_COMMON}{LUA_SWEEP}")),
             metrics,
             writer: new_writer_id(),
-        })
-    }
-
-    /// The process's Redis handle, shared by every service.
-    pub fn redis(&self) -> &Redis {
-        &self.redis
+            rate_per_s: settings.rate_per_s,
+            burst: settings.burst,
+            max_mps: settings.max_speed_kmh / 3.6,
+        }
     }
 
     /// What this store's `locations` events carry as `by`.
-    pub fn writer(&self) -> &str {
+    pub(crate) fn writer(&self) -> &str {
         &self.writer
-    }
-
-    /// PING, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(|mut c| async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .map(|_| ())
-        })
-        .await
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
@@ -489,14 +460,39 @@ impl RedisStore {
     /// Runs the push script for many reports: one script call per shard the reports fall
     /// in (at most [`SCRIPT_BATCH`] reports each), all calls in one pipeline (one round
     /// trip). What a batch request does, and a single report as a batch of one. Verdicts
-    /// come back in the order of `reports`.
-    pub async fn push_many(
+    /// come back in the order of `reports`; the accepted reports are then applied to this
+    /// process's index.
+    pub(crate) async fn push_many(
         &self,
         kind: Kind,
         reports: &[(EntryId, Report)],
         now: i64,
-        s: &IngestSettings,
-    ) -> Result<Vec<StoreVerdict>, StoreError> {
+    ) -> Result<Vec<Verdict>, IngestError> {
+        let mut verdicts = self.run_push(kind, reports, now).await?;
+        for ((id, r), v) in reports.iter().zip(&mut verdicts) {
+            if let Verdict::Accepted { previous } = v {
+                // Redis has ordered it; the local replica follows (its own ordering check
+                // only drops what the stream already delivered).
+                let update = Update {
+                    seq: r.seq,
+                    device_ts_ms: r.device_ts_ms,
+                    ..Update::moved(id.clone(), kind, r.position, now)
+                };
+                *previous = match self.index.upsert(&update) {
+                    Ok(Upserted::Moved { previous }) => Some(previous),
+                    _ => None,
+                };
+            }
+        }
+        Ok(verdicts)
+    }
+
+    async fn run_push(
+        &self,
+        kind: Kind,
+        reports: &[(EntryId, Report)],
+        now: i64,
+    ) -> Result<Vec<Verdict>, StoreError> {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
@@ -523,9 +519,9 @@ impl RedisStore {
                 .arg(keys.gone(*shard))
                 .arg(keys.stream(*shard))
                 .arg(now)
-                .arg(s.rate_per_s)
-                .arg(s.burst)
-                .arg(s.max_speed_kmh / 3.6)
+                .arg(self.rate_per_s)
+                .arg(self.burst)
+                .arg(self.max_mps)
                 .arg(SEEN_SLACK_MS)
                 .arg(STREAM_KEEP_MS)
                 .arg(&self.writer);
@@ -580,47 +576,67 @@ impl RedisStore {
             .collect()
     }
 
-    /// Sets status and attributes; `Ok(false)` when the driver has no stored position.
-    pub async fn set_status(
+    /// Sets status and attributes and applies them to this process's index (if it holds
+    /// the driver yet; the stream brings it otherwise); the stored state after.
+    pub(crate) async fn set_status(
         &self,
         id: &EntryId,
         status: Status,
         attrs: Option<Attributes>,
-    ) -> Result<bool, StoreError> {
+        now: i64,
+    ) -> Result<Entry, IngestError> {
         let shard = shard_of(id);
-        let attrs = attrs.unwrap_or_default();
+        let keys = KindKeys::of(Kind::Driver);
+        let stored = attrs.unwrap_or_default();
         let mut inv = self.status.prepare_invoke();
-        inv.key(state_key(shard))
-            .key(stream_key(shard))
+        inv.key(keys.state(shard))
+            .key(keys.stream(shard))
             .arg(id.as_str())
             .arg(status_name(status))
             .arg(status_code(status))
-            .arg(attrs.vehicle_class)
-            .arg(attrs.seats)
-            .arg(crate::ingest::now_ms())
+            .arg(stored.vehicle_class)
+            .arg(stored.seats)
+            .arg(now)
             .arg(STREAM_KEEP_MS);
         let reply: String = self
             .call(|mut c| async move { inv.invoke_async(&mut c).await })
             .await?;
-        Ok(reply == "ok")
+        if reply != "ok" {
+            return Err(IngestError::LocationRequired(id.clone()));
+        }
+        let _ = self.index.set_status(id, status, attrs);
+        self.get(id)
+            .await?
+            .ok_or_else(|| IngestError::NotFound(id.clone()))
     }
 
-    /// Marks drivers not heard from since `cutoff_ms` offline, in every shard, and forgets
-    /// those gone for longer than [`STATE_KEEP_MS`]; returns the ones this call claimed,
-    /// with their last update time.
-    pub async fn sweep_expired(&self, cutoff_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let forget_before = crate::ingest::now_ms() - STATE_KEEP_MS as i64;
-        self.sweep_kind(Kind::Driver, cutoff_ms, forget_before)
-            .await
+    /// Takes drivers not heard from since `cutoff` out of this process's index, then marks
+    /// them offline in Redis, in every shard, and forgets those gone for longer than
+    /// [`STATE_KEEP_MS`]; returns the ones this call claimed in Redis (so that each expiry
+    /// is claimed once across replicas), with their last update time.
+    pub(crate) async fn sweep_expired(
+        &self,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<Vec<(EntryId, i64)>, IngestError> {
+        // Profiles go stale on people nearby's own, much longer clock.
+        self.index
+            .evict_older_than_where(cutoff, &Filter::any().kind(Kind::Driver));
+        let forget_before = now - STATE_KEEP_MS as i64;
+        Ok(self.sweep_kind(Kind::Driver, cutoff, forget_before).await?)
     }
 
-    /// Takes profiles last seen before `cutoff_ms` out of the live set (announced on the
+    /// Takes profiles last seen before `cutoff` out of the live set (announced on the
     /// profiles' streams, so every replica's index lets them go); their state is kept
     /// [`PROFILE_STATE_KEEP_MS`]. Returns how many.
-    pub async fn trim_profiles_seen(&self, cutoff_ms: i64) -> Result<usize, StoreError> {
-        let forget_before = crate::ingest::now_ms() - PROFILE_STATE_KEEP_MS as i64;
+    pub(crate) async fn trim_profiles_seen(
+        &self,
+        cutoff: i64,
+        now: i64,
+    ) -> Result<usize, IngestError> {
+        let forget_before = now - PROFILE_STATE_KEEP_MS as i64;
         Ok(self
-            .sweep_kind(Kind::Profile, cutoff_ms, forget_before)
+            .sweep_kind(Kind::Profile, cutoff, forget_before)
             .await?
             .len())
     }
@@ -630,7 +646,7 @@ impl RedisStore {
         kind: Kind,
         cutoff_ms: i64,
         forget_before: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<(EntryId, i64)>, StoreError> {
         let keys = KindKeys::of(kind);
         let mut all = Vec::new();
         for shard in 0..SHARDS {
@@ -649,7 +665,9 @@ impl RedisStore {
                     .await?;
                 let looked_at: u32 = reply.first().and_then(|n| n.parse().ok()).unwrap_or(0);
                 for pair in reply.get(1..).unwrap_or_default().chunks_exact(2) {
-                    all.push((pair[0].clone(), pair[1].parse().unwrap_or(0)));
+                    if let Ok(id) = EntryId::parse(&pair[0]) {
+                        all.push((id, pair[1].parse().unwrap_or(0)));
+                    }
                 }
                 if looked_at < SWEEP_BATCH {
                     break;
@@ -659,34 +677,10 @@ impl RedisStore {
         Ok(all)
     }
 
-    /// Whether dispatch holds the driver (an outstanding offer, or a ride), from
-    /// matching's driver lock.
-    pub async fn engagement(&self, id: &EntryId) -> Result<Option<Status>, StoreError> {
-        let key = geomatch_common::redis_keys::dispatch_driver(id.as_str());
-        let (offer, ride): (Option<String>, Option<String>) = self
-            .call(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg("offer")
-                    .arg("ride")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(match (offer, ride) {
-            (_, Some(_)) => Some(Status::Busy),
-            (Some(_), None) => Some(Status::Offered),
-            (None, None) => None,
-        })
-    }
-
-    /// The stored state of a driver.
-    pub async fn get(
-        &self,
-        id: &EntryId,
-        classes: &[String],
-    ) -> Result<Option<DriverView>, StoreError> {
-        let key = state_key(shard_of(id));
+    /// The stored state of a live driver (an expired one is kept only to order late
+    /// reports: `None`). Its cell is at resolution 9.
+    pub(crate) async fn get(&self, id: &EntryId) -> Result<Option<Entry>, IngestError> {
+        let key = KindKeys::of(Kind::Driver).state(shard_of(id));
         let field = id.as_str();
         let state: Option<Vec<u8>> = self
             .call(|mut c| async move {
@@ -700,24 +694,18 @@ impl RedisStore {
         let Some(state) = state else { return Ok(None) };
         let d = StoredDriver::decode(&state)?;
         if d.expired {
-            // Expired: kept only for ordering, not a driver any more.
             return Ok(None);
         }
-        Ok(Some(DriverView {
-            driver_id: id.to_string(),
-            lat: d.position.lat(),
-            lng: d.position.lng(),
-            h3_cell: geomatch_index::cell_of(&d.position, geomatch_index::Resolution::Nine)
-                .to_string(),
+        Ok(Some(Entry {
+            id: id.clone(),
+            position: d.position,
+            cell: cell_of(&d.position, Resolution::Nine),
             status: d.status,
-            vehicle_class: classes
-                .get(usize::from(d.attrs.vehicle_class))
-                .cloned()
-                .unwrap_or_default(),
-            seats: d.attrs.seats,
-            seq: d.seq,
-            ts_ms: d.device_ts_ms,
+            kind: Kind::Driver,
+            attrs: d.attrs,
             updated_at_ms: d.updated_at_ms,
+            seq: d.seq,
+            device_ts_ms: d.device_ts_ms,
         }))
     }
 }
@@ -729,7 +717,7 @@ impl RedisStore {
 /// with `seq` and `ts` empty when the report had none. Driver ids never contain spaces or
 /// newlines, so the packing needs no escaping.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PackedLocation {
+pub(crate) struct PackedLocation {
     pub id: EntryId,
     pub position: Position,
     pub seq: Option<u64>,
@@ -738,7 +726,7 @@ pub struct PackedLocation {
 
 /// The locations of a `locations` event's `items`, in order; `None` for a line that does
 /// not parse (it is skipped, the others still apply).
-pub fn unpack_locations(items: &str) -> impl Iterator<Item = Option<PackedLocation>> + '_ {
+pub(crate) fn unpack_locations(items: &str) -> impl Iterator<Item = Option<PackedLocation>> + '_ {
     fn optional<T: std::str::FromStr>(v: &str) -> Option<Option<T>> {
         if v.is_empty() {
             Some(None)
@@ -781,16 +769,16 @@ impl PackedLocation {
 }
 
 /// A verdict as the push script words it: `accepted`, `stale`, `limited <retry ms>`,
-/// `implausible <km/h>`.
-fn verdict(reply: &str) -> Result<StoreVerdict, StoreError> {
+/// `implausible <km/h>`. An accepted report's previous state is this process's to add.
+fn verdict(reply: &str) -> Result<Verdict, StoreError> {
     let (word, value) = reply.split_once(' ').unwrap_or((reply, ""));
     match word {
-        "accepted" => Ok(StoreVerdict::Accepted),
-        "stale" => Ok(StoreVerdict::Stale),
-        "limited" => Ok(StoreVerdict::RateLimited {
+        "accepted" => Ok(Verdict::Accepted { previous: None }),
+        "stale" => Ok(Verdict::Stale),
+        "limited" => Ok(Verdict::RateLimited {
             retry_after_ms: value.parse::<f64>().map_or(1000, |v| v.max(1.0) as u64),
         }),
-        "implausible" => Ok(StoreVerdict::Implausible {
+        "implausible" => Ok(Verdict::Implausible {
             speed_kmh: value.parse().unwrap_or(f64::NAN),
         }),
         _ => Err(StoreError::Reply(reply.to_owned())),
@@ -805,7 +793,8 @@ mod tests {
     fn keys_of_one_driver_share_a_cluster_slot_tag() {
         let id = EntryId::parse("drv-42").unwrap();
         let s = shard_of(&id);
-        for key in [state_key(s), seen_key(s), gone_key(s), stream_key(s)] {
+        let k = KindKeys::of(Kind::Driver);
+        for key in [k.state(s), k.seen(s), k.gone(s), k.stream(s)] {
             assert!(key.starts_with(&format!("gm:{{s{s}}}:")), "{key}");
         }
         assert_eq!(shard_of(&id), s, "stable");
@@ -884,17 +873,20 @@ mod tests {
 
     #[test]
     fn verdicts_are_read_from_the_scripts_words() {
-        assert_eq!(verdict("accepted"), Ok(StoreVerdict::Accepted));
-        assert_eq!(verdict("stale"), Ok(StoreVerdict::Stale));
+        assert_eq!(
+            verdict("accepted"),
+            Ok(Verdict::Accepted { previous: None })
+        );
+        assert_eq!(verdict("stale"), Ok(Verdict::Stale));
         assert_eq!(
             verdict("limited 200"),
-            Ok(StoreVerdict::RateLimited {
+            Ok(Verdict::RateLimited {
                 retry_after_ms: 200
             })
         );
         assert_eq!(
             verdict("implausible 1234.5"),
-            Ok(StoreVerdict::Implausible { speed_kmh: 1234.5 })
+            Ok(Verdict::Implausible { speed_kmh: 1234.5 })
         );
         assert!(verdict("what").is_err());
     }
