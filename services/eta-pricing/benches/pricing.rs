@@ -11,35 +11,31 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use eta_pricing::metrics::PricingMetrics;
-use eta_pricing::service::QuoteRequest;
-use eta_pricing::EtaPricing;
-use geomatch_common::config::{EtaSettings, PricingSettings};
-use geomatch_common::Metrics;
+use eta_pricing::{EtaPricing, QuoteRequest};
+use geomatch_common::{Clock, Deps, Metrics, Settings};
 use geomatch_index::oracle::Metro;
 use geomatch_index::{Index, IndexConfig, Position};
 
 const DRIVERS: usize = 100_000;
 const T0: i64 = 1_704_099_600_000; // a Monday, 09:00 UTC
 
-fn service(metro: &mut Metro) -> EtaPricing {
+fn service(metro: &mut Metro) -> Arc<EtaPricing> {
     let index =
         Index::bulk_load(IndexConfig::default(), metro.drivers(DRIVERS, T0)).expect("distinct ids");
-    let classes: Vec<String> = ["standard", "xl", "premium", "moto"]
+    let mut settings = Settings::default();
+    settings.ingest.vehicle_classes = ["standard", "xl", "premium", "moto"]
         .map(String::from)
         .to_vec();
-    let mut pricing = PricingSettings::default();
-    pricing
-        .products
-        .insert("moto".into(), pricing.products["standard"].clone());
-    let s = EtaPricing::new(
-        Arc::new(index),
-        &EtaSettings::default(),
-        &pricing,
-        &classes,
-        b"bench-secret-bench-secret-bench-secret",
-        PricingMetrics::new(&Metrics::new().expect("registry")).expect("metrics"),
-    );
+    let standard = settings.pricing.products["standard"].clone();
+    settings.pricing.products.insert("moto".into(), standard);
+    let deps = Deps {
+        settings: Arc::new(settings),
+        index: Arc::new(index),
+        metrics: Metrics::new().expect("registry"),
+        redis: None,
+        clock: Clock::manual(T0),
+    };
+    let (s, _tasks) = eta_pricing::engine(&deps).expect("the engine");
     // Speeds learned all over the metro: 20 samples of a 10 s, ~100 m move at 20k points.
     for _ in 0..20_000 {
         let from = metro.position();
@@ -48,7 +44,7 @@ fn service(metro: &mut Metro) -> EtaPricing {
             s.observe_move(&from, &to, 10.0, T0 + k * 1_000);
         }
     }
-    s.recompute(T0);
+    s.tick(T0);
     s
 }
 

@@ -1,7 +1,6 @@
 //! HTTP adapters: parse, authorise, call [`EtaPricing`], map the answer. No rules live here.
 
-use actix_web::http::header;
-use actix_web::{web, HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse};
 use geomatch_common::auth::{Principal, Role};
 use geomatch_common::error::ApiError;
 use geomatch_index::Position;
@@ -9,22 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PricingError;
 use crate::heatmap::BBox;
-use crate::service::{now_ms, EtaPricing, EtaView, QuoteRequest};
+use crate::service::EtaPricing;
+use crate::views::{EtaView, QuoteRequest};
 
 type Pricing = web::Data<EtaPricing>;
-
-/// The answer for a pricing error; `Retry-After: 1` when the shared state (Redis) is
-/// unreachable, as location ingest answers.
-pub fn error_response(e: PricingError) -> HttpResponse {
-    let retry = matches!(e, PricingError::Unavailable(_));
-    let mut response = ApiError::from(e).error_response();
-    if retry {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(1));
-    }
-    response
-}
 
 /// `lat,lng` as in `?from=37.5,127.0`.
 fn parse_position(name: &str, raw: &str) -> Result<Position, PricingError> {
@@ -54,7 +41,7 @@ pub async fn get_eta(
 ) -> Result<HttpResponse, ApiError> {
     let from = parse_position("from", &q.from)?;
     let to = parse_position("to", &q.to)?;
-    Ok(HttpResponse::Ok().json(EtaView::from(p.eta(&from, &to, now_ms()))))
+    Ok(HttpResponse::Ok().json(EtaView::from(p.eta(&from, &to, p.now()))))
 }
 
 /// `POST /v1/eta/batch` body: one origin, many destinations.
@@ -77,7 +64,7 @@ pub async fn post_eta_batch(
     _who: Principal,
     body: web::Json<EtaBatchBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let etas = p.eta_batch(&body.from, &body.to, now_ms())?;
+    let etas = p.eta_batch(&body.from, &body.to, p.now())?;
     Ok(HttpResponse::Ok().json(EtaBatchAnswer {
         results: etas.into_iter().map(EtaView::from).collect(),
     }))
@@ -96,10 +83,9 @@ pub async fn post_quote(
         (r, None) if r.is_privileged() => return Err(PricingError::RiderRequired.into()),
         _ => return Err(PricingError::Forbidden.into()),
     };
-    Ok(match p.quote(rider, &body, now_ms()).await {
-        Ok(quote) => HttpResponse::Created().json(quote),
-        Err(e) => error_response(e),
-    })
+    // A Redis failure is 503 with `Retry-After` (the error code's default).
+    let quote = p.quote(rider, &body, p.now()).await?;
+    Ok(HttpResponse::Created().json(quote))
 }
 
 /// `GET /v1/quotes/{quote_id}`: the quote's rider, service or admin.
@@ -114,7 +100,7 @@ pub async fn get_quote(
         _ => return Err(PricingError::Forbidden.into()),
     };
     let quote = p
-        .get_quote(&path, rider, now_ms())
+        .get_quote(&path, rider, p.now())
         .map_err(PricingError::from)?;
     Ok(HttpResponse::Ok().json(quote))
 }

@@ -88,6 +88,37 @@ pub fn surge_cell(cell: CellIndex) -> CellIndex {
 /// When each (rider, cell) quote was last counted, ms.
 type QuoteMarks = FxHashMap<(String, CellIndex), i64>;
 
+/// The demand window: [`BUCKETS`] buckets of `bucket_ms`. Both stores cut time the same
+/// way, so a round sees the same demand whichever store counted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Length of one bucket, ms.
+    pub bucket_ms: i64,
+    /// The window, ms (a whole number of buckets; at least [`BUCKETS`] seconds).
+    pub window_ms: i64,
+}
+
+impl Window {
+    pub fn new(window_s: u64) -> Self {
+        let window_ms = (window_s as i64).max(BUCKETS as i64) * 1000;
+        Window {
+            bucket_ms: window_ms / BUCKETS as i64,
+            window_ms,
+        }
+    }
+
+    /// The bucket `now_ms` falls in.
+    pub fn bucket(&self, now_ms: i64) -> i64 {
+        now_ms.div_euclid(self.bucket_ms)
+    }
+
+    /// The buckets of the window ending at `now_ms`, oldest first.
+    pub fn buckets(&self, now_ms: i64) -> std::ops::RangeInclusive<i64> {
+        let newest = self.bucket(now_ms);
+        newest - BUCKETS as i64 + 1..=newest
+    }
+}
+
 /// Demand per cell over a sliding window.
 pub struct DemandBook {
     bucket_ms: i64,
@@ -98,24 +129,13 @@ pub struct DemandBook {
 }
 
 impl DemandBook {
-    pub fn new(window_s: u64) -> Self {
-        let window_ms = (window_s as i64).max(BUCKETS as i64) * 1000;
+    pub fn new(window: Window) -> Self {
         DemandBook {
-            bucket_ms: window_ms / BUCKETS as i64,
-            window_ms,
+            bucket_ms: window.bucket_ms,
+            window_ms: window.window_ms,
             cells: (0..SHARDS).map(|_| Mutex::default()).collect(),
             quoted: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
-    }
-
-    /// Length of one bucket of the window, ms.
-    pub fn bucket_ms(&self) -> i64 {
-        self.bucket_ms
-    }
-
-    /// The window, ms (a whole number of buckets).
-    pub fn window_ms(&self) -> i64 {
-        self.window_ms
     }
 
     /// One demand event (a ride request) in `cell` (any resolution at or finer than 7).
@@ -252,6 +272,7 @@ impl SurgeState {
     }
 
     /// The published multiplier of `cell` (resolution 7), hundredths.
+    #[cfg(test)]
     pub fn get(&self, cell: CellIndex) -> u16 {
         self.cells.get(&cell).map_or(NO_SURGE, |c| c.published)
     }
@@ -447,7 +468,7 @@ mod tests {
 
     #[test]
     fn demand_counts_within_the_window_and_a_riders_quotes_once_per_cell() {
-        let book = DemandBook::new(300);
+        let book = DemandBook::new(Window::new(300));
         let c = seoul();
         let t = 1_700_000_000_000;
         book.record(c, t);

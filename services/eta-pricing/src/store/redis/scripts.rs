@@ -1,10 +1,11 @@
-//! Redis mode: demand, surge rounds and learned speeds shared by every replica.
+//! The Redis keys and Lua scripts of eta-pricing, one method per call. What they mean
+//! for a replica is [`super::RedisStore`]'s business.
 //!
 //! # Keys
 //! Every multi-key script touches keys of one hash tag (one Redis Cluster slot).
 //! - Demand, spread over [`SHARDS`] tags by resolution-7 cell (`N` = [`shard_of`]):
 //!   - `gm:{pN}:dem:<bucket>`: hash cell → demand events in that time bucket (a tenth of
-//!     `pricing.surge.demand_window_s` / 3, see [`crate::surge::BUCKETS`]); expires with the
+//!     `pricing.surge.demand_window_s` / 3, see [`crate::surge::Window`]); expires with the
 //!     window. Every replica's quotes and ride requests land here, so whoever computes a
 //!     round sees all demand.
 //!   - `gm:{pN}:qm:<cell>:<rider>`: a rider's counted quote in a cell, `PX` the window:
@@ -150,9 +151,8 @@ pub struct SharedRound {
     pub supply: Vec<(u64, u32)>,
 }
 
-/// The Redis side of eta-pricing. Shares the process's Redis handle (location ingest's
-/// store).
-pub struct PricingStore {
+/// eta-pricing's calls to Redis, on the process's Redis handle.
+pub struct Scripts {
     redis: Redis,
     quote: Script,
     claim: Script,
@@ -181,9 +181,9 @@ fn parse_slot(value: &str) -> Option<Slot> {
     (slot.distance.is_finite() && slot.time.is_finite()).then_some(slot)
 }
 
-impl PricingStore {
+impl Scripts {
     pub fn new(redis: Redis, metrics: PricingMetrics) -> Self {
-        PricingStore {
+        Scripts {
             redis,
             quote: Script::new(LUA_QUOTE),
             claim: Script::new(LUA_CLAIM),
