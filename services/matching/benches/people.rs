@@ -13,13 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geomatch_common::PeopleSettings;
+use geomatch_common::{Clock, PeopleSettings};
 use geomatch_index::oracle::Metro;
 use geomatch_index::{EntryId, Index, IndexConfig, Kind, Position, Update};
 use hdrhistogram::Histogram;
-use matching::people::embedded::Embedded;
-use matching::people::profile::{Gender, Profile};
-use matching::people::{Action, People, PeopleStore};
+use matching::people::{Action, Gender, MemoryStore, People, PeopleStore, Profile};
 use rand::Rng;
 
 const NOW_MS: i64 = 1_795_219_200_000; // 2026-11-21T00:00:00Z
@@ -99,6 +97,8 @@ fn profile(rng: &mut impl Rng, id: &str) -> Profile {
 struct World {
     people: People,
     positions: Vec<Position>,
+    /// Each profile's maximum distance, km (the Redis GEO peer's radius).
+    max_km: Vec<u32>,
 }
 
 fn build(n: usize) -> World {
@@ -106,6 +106,7 @@ fn build(n: usize) -> World {
     let mut updates = Vec::with_capacity(n);
     let mut profiles = Vec::with_capacity(n);
     let mut positions = Vec::with_capacity(n);
+    let mut max_km = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("p{i}");
         let id = EntryId::parse(&name).expect("valid id");
@@ -113,17 +114,23 @@ fn build(n: usize) -> World {
         positions.push(p);
         updates.push(Update::moved(id.clone(), Kind::Profile, p, NOW_MS));
         let prof = profile(metro.rng(), &name);
+        max_km.push(prof.max_distance_km);
         profiles.push((id, prof));
     }
     let index = Arc::new(Index::bulk_load(IndexConfig::default(), updates).expect("bulk load"));
-    let store = Embedded::default();
+    let store = MemoryStore::default();
     store.load(profiles, Vec::new());
     let people = People::new(
         index,
-        PeopleStore::Embedded(store),
+        PeopleStore::Memory(store),
         PeopleSettings::default(),
+        Clock::manual(NOW_MS),
     );
-    World { people, positions }
+    World {
+        people,
+        positions,
+        max_km,
+    }
 }
 
 fn main() {
@@ -204,10 +211,10 @@ fn main() {
         .map(|t| (heavy_id.clone(), t, Action::Pass))
         .collect();
     let swiped = swipes.len();
-    people
-        .embedded()
-        .expect("embedded")
-        .load(Vec::new(), swipes);
+    let PeopleStore::Memory(store) = people.store() else {
+        unreachable!("the benchmark runs on the memory store")
+    };
+    store.load(Vec::new(), swipes);
     let mut h = histogram();
     let start = Instant::now();
     while start.elapsed() < PHASE / 2 {
@@ -285,16 +292,13 @@ fn redis_geo_peer(world: &World, viewers: &[usize]) {
         pipe.query::<()>(&mut c).expect("GEOADD");
     }
     println!("Redis GEO loaded in {:.1} s", t.elapsed().as_secs_f64());
-    let people = world.people.embedded().expect("embedded");
-    let state = people.read();
     let mut h = histogram();
     let start = Instant::now();
     let mut i = 0;
     while start.elapsed() < PHASE && i < viewers.len() {
         let v = viewers[i];
         i += 1;
-        let id = EntryId::parse(&format!("p{v}")).unwrap();
-        let km = state.profiles[&id].profile.max_distance_km;
+        let km = world.max_km[v];
         let at = world.positions[v];
         let t0 = Instant::now();
         let found: Vec<String> = redis::cmd("GEOSEARCH")

@@ -8,263 +8,112 @@
 //! `offer_timeout_s`; decline or timeout moves on; `max_attempts` offers or nobody at the
 //! cap ends the ride as `no_driver_found`.
 //!
-//! Decisions (candidate search, ranking, batch assignment) happen here, against this
-//! process's index; every state change is a book step, so the same code runs embedded
-//! ([`MemoryBook`](crate::book::MemoryBook)) and across replicas
-//! ([`RedisBook`](crate::redis_book::RedisBook)). A sweep (every replica, a few times a
-//! second) times offers out, starts scheduled rides and picks up rides left without an
-//! offer (a replica that died mid-step, or every candidate briefly taken), so no ride is
-//! lost.
+//! Decisions (candidate search here, ranking and batch assignment in [`crate::assign`])
+//! happen against this process's index; every state change is a book step, so the same
+//! code runs embedded and across replicas. A sweep (every replica, a few times a second)
+//! times offers out, starts scheduled rides and picks up rides left without an offer (a
+//! replica that died mid-step, or every candidate briefly taken), so no ride is lost.
+//! Time comes from the process's [`Clock`], read once per operation.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
+use geomatch_common::clock::Clock;
 use geomatch_common::config::MatchingSettings;
+use geomatch_common::ports::{DriverPush, Trip, TripPricing};
+use geomatch_eta::EtaModel;
 use geomatch_index::{Filter, Index, Position};
-use parking_lot::RwLock;
-use rand::Rng;
 
+use crate::assign::{self, Hints, ENGAGED_HINT_MS, KM_CHUNK};
 use crate::book::{
-    Book, Candidate, Claim, Created as BookCreated, IdemKey, IdemSeen, OfferEnd, RideBase, RideDoc,
-    Step,
+    Book, Candidate, Claim, Created, IdemKey, IdemSeen, NewRide, OfferEnd, Offering, RideBase,
+    RideDoc, Step,
 };
 use crate::metrics::MatchingMetrics;
-use crate::ride::{DispatchError, Fare, OfferView, RideRequest, RideState, RideView};
-use geomatch_eta::EtaModel;
-
-/// Delivers offers to drivers (their WebSocket, in embedded mode).
-pub trait Notifier: Send + Sync {
-    fn offer(&self, driver_id: &str, offer: &OfferView);
-}
-
-/// A notifier that delivers nothing (drivers then poll `GET …/offer`).
-pub struct NoNotifier;
-
-impl Notifier for NoNotifier {
-    fn offer(&self, _: &str, _: &OfferView) {}
-}
-
-/// Server clock, ms since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+use crate::ride::{
+    DispatchError, DriverId, OfferId, OfferView, RideId, RideRequest, RideState, RideView,
+};
 
 /// What a ride request answered: a new ride (201) or the replay of an earlier one (201,
 /// same body).
-pub struct Created {
-    pub ride: RideView,
-    pub replayed: bool,
+pub(crate) struct RideAnswer {
+    pub(crate) ride: RideView,
+    pub(crate) replayed: bool,
 }
 
 /// A driver seen on the "cars around you" map.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct NearbyDriver {
+pub(crate) struct NearbyDriver {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver_id: Option<String>,
-    pub lat: f64,
-    pub lng: f64,
+    pub(crate) driver_id: Option<DriverId>,
+    pub(crate) lat: f64,
+    pub(crate) lng: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub distance_m: Option<f64>,
-    pub vehicle_class: String,
+    pub(crate) distance_m: Option<f64>,
+    pub(crate) vehicle_class: String,
+}
+
+/// What the dispatcher is built from besides the process's deps.
+pub(crate) struct Wiring {
+    pub(crate) book: Book,
+    pub(crate) metrics: MatchingMetrics,
+    /// Quote verification, fares and demand signals (eta-pricing).
+    pub(crate) pricing: Arc<dyn TripPricing>,
+    /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
+    pub(crate) eta: Arc<dyn EtaModel>,
+    /// Where offers go as they are made: the drivers' live connections (embedded), or a
+    /// publisher for whichever process holds them (Redis mode); none: drivers poll.
+    pub(crate) push: Option<Arc<dyn DriverPush>>,
 }
 
 /// Ride dispatch. Shared as `Arc<Dispatcher>`: the sweep holds a handle.
-pub struct Dispatcher {
+pub(crate) struct Dispatcher {
     index: Arc<Index>,
     settings: MatchingSettings,
     classes: Vec<String>,
     book: Book,
-    /// Drivers a claim found engaged by another ride, each until a time (ms), until the
-    /// index says so (Redis mode: other replicas' offers reach this index with a delay).
-    /// Searches skip them; the sweep forgets expired ones.
-    engaged_hint: RwLock<HashMap<String, i64>>,
-    notifier: Arc<dyn Notifier>,
+    /// Drivers engaged elsewhere, ahead of the index (shared with the hint follower).
+    hints: Arc<Hints>,
+    push: Option<Arc<dyn DriverPush>>,
     metrics: MatchingMetrics,
-    /// Ranks candidates by pickup ETA (geomatch-eta's learned-speed model in production).
     eta: Arc<dyn EtaModel>,
-    /// Quote verification and demand signals, when eta-pricing runs in the process.
-    pricing: Option<Arc<dyn Pricing>>,
+    pricing: Arc<dyn TripPricing>,
+    clock: Clock,
 }
 
-/// Why pricing refused a ride's quote.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuoteRefusal {
-    /// 403 (someone else's quote) rather than 422.
-    pub forbidden: bool,
-    pub code: &'static str,
-    pub detail: String,
-}
-
-/// What dispatch needs of pricing.
-pub trait Pricing: Send + Sync {
-    /// Checks that `quote_id` is a live quote of `rider` for this request; its fare.
-    fn verify_quote(
-        &self,
-        quote_id: &str,
-        rider: &str,
-        request: &RideRequest,
-    ) -> Result<Fare, QuoteRefusal>;
-    /// The fare of a ride requested without a quote (priced now).
-    fn price(&self, request: &RideRequest, now_ms: i64) -> Option<Fare>;
-    /// A ride request at `at`: demand for surge.
-    fn record_demand(&self, at: &Position, now_ms: i64);
-}
-
-/// Pairs rides (rows, each with its candidate drivers and pickup distances) with
-/// `drivers` (columns) so that the total cost is least; a ride is paired only with one of
-/// its candidates. Returns (row, column) pairs.
-fn min_cost_assignment(
-    rows: &[(String, Vec<(String, f64)>)],
-    drivers: &[String],
-    cost: impl Fn(f64) -> i64,
-) -> Vec<(usize, usize)> {
-    // Kuhn–Munkres wants at least as many columns as rows: pad with "nobody" columns,
-    // and make impossible pairs cost more than any real assignment could save.
-    const IMPOSSIBLE: i64 = 1_000_000_000;
-    const NOBODY: i64 = IMPOSSIBLE / 2;
-    let cols = drivers.len().max(rows.len());
-    let mut weights = vec![NOBODY; rows.len() * cols];
-    for (r, (_, candidates)) in rows.iter().enumerate() {
-        for c in 0..drivers.len() {
-            weights[r * cols + c] = IMPOSSIBLE;
-        }
-        for (d, m) in candidates {
-            if let Ok(c) = drivers.binary_search(d) {
-                weights[r * cols + c] = cost(*m);
-            }
-        }
-    }
-    let Ok(matrix) = pathfinding::matrix::Matrix::from_vec(rows.len(), cols, weights) else {
-        return Vec::new();
-    };
-    let (_, assignment) = pathfinding::kuhn_munkres::kuhn_munkres_min(&matrix);
-    assignment
-        .into_iter()
-        .enumerate()
-        .filter(|&(r, c)| c < drivers.len() && matrix[(r, c)] < NOBODY)
-        .collect()
-}
-
-/// Most rides one Kuhn–Munkres problem holds (its cost grows with the cube).
-const KM_CHUNK: usize = 64;
-
-/// Assigns rides (rows: each with its candidate drivers and costs) to drivers, each driver
-/// at most once, minimising the total cost within each group of rides that compete for
-/// drivers: rides that share no candidate (directly or through others) are solved apart,
-/// and a group larger than `chunk` rides is solved `chunk` consecutive rides at a time
-/// (callers order rows so that consecutive rides are near each other), later chunks
-/// without the drivers earlier ones took. Returns (row, driver) pairs.
-fn assign_in_chunks(rows: &[(String, Vec<(String, f64)>)], chunk: usize) -> Vec<(usize, String)> {
-    // Union-find over rows, joined through shared drivers.
-    let mut parent: Vec<usize> = (0..rows.len()).collect();
-    fn root(parent: &mut [usize], mut i: usize) -> usize {
-        while parent[i] != i {
-            parent[i] = parent[parent[i]];
-            i = parent[i];
-        }
-        i
-    }
-    let mut first_row_of: HashMap<&str, usize> = HashMap::new();
-    for (r, (_, candidates)) in rows.iter().enumerate() {
-        for (d, _) in candidates {
-            match first_row_of.get(d.as_str()) {
-                Some(&other) => {
-                    let (a, b) = (root(&mut parent, r), root(&mut parent, other));
-                    parent[a] = b;
-                }
-                None => {
-                    first_row_of.insert(d, r);
-                }
-            }
-        }
-    }
-    let mut groups: HashMap<usize, Vec<usize>> = HashMap::new();
-    for r in 0..rows.len() {
-        let g = root(&mut parent, r);
-        groups.entry(g).or_default().push(r);
-    }
-    let mut groups: Vec<Vec<usize>> = groups.into_values().collect();
-    groups.sort_unstable();
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut out = Vec::new();
-    for group in groups {
-        for part in group.chunks(chunk.max(1)) {
-            let sub: Vec<(String, Vec<(String, f64)>)> = part
-                .iter()
-                .map(|&r| {
-                    let (id, c) = &rows[r];
-                    let free = c.iter().filter(|(d, _)| !taken.contains(d)).cloned();
-                    (id.clone(), free.collect())
-                })
-                .collect();
-            let mut drivers: Vec<String> = sub
-                .iter()
-                .flat_map(|(_, c)| c.iter().map(|(d, _)| d.clone()))
-                .collect();
-            drivers.sort_unstable();
-            drivers.dedup();
-            if drivers.is_empty() {
-                continue;
-            }
-            for (row, col) in min_cost_assignment(&sub, &drivers, |cost| cost as i64) {
-                taken.insert(drivers[col].clone());
-                out.push((part[row], drivers[col].clone()));
-            }
-        }
-    }
-    out
-}
-
-fn new_id(prefix: &str) -> String {
-    let mut rng = rand::rng();
-    format!("{prefix}_{:016x}", rng.random::<u64>())
-}
-
-/// How long a claim's "engaged" finding keeps a driver out of this replica's searches.
-const ENGAGED_HINT_MS: i64 = 30_000;
-/// How long an engagement announced by another replica does (until its release is
-/// announced; bounded in case that announcement is lost).
-const ANNOUNCED_HINT_MS: i64 = 15 * 60_000;
 /// A ride left without an offer this long is picked up by the sweep.
 const IDLE_GRACE_MS: i64 = 1_000;
 /// Searches per advance when every candidate turns out taken.
 const CLAIM_ROUNDS: usize = 4;
 
 impl Dispatcher {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         index: Arc<Index>,
-        book: Book,
         settings: MatchingSettings,
         classes: Vec<String>,
-        notifier: Arc<dyn Notifier>,
-        metrics: MatchingMetrics,
-        eta: Arc<dyn EtaModel>,
-        pricing: Option<Arc<dyn Pricing>>,
+        clock: Clock,
+        wiring: Wiring,
     ) -> Self {
         Dispatcher {
             index,
             settings,
             classes,
-            book,
-            engaged_hint: RwLock::default(),
-            notifier,
-            metrics,
-            eta,
-            pricing,
+            book: wiring.book,
+            hints: Arc::default(),
+            push: wiring.push,
+            metrics: wiring.metrics,
+            eta: wiring.eta,
+            pricing: wiring.pricing,
+            clock,
         }
     }
 
-    pub fn settings(&self) -> &MatchingSettings {
+    pub(crate) fn settings(&self) -> &MatchingSettings {
         &self.settings
     }
 
-    /// The book (tests inspect the embedded one's assignments).
-    pub fn book(&self) -> &Book {
-        &self.book
+    /// The engagement hints, for the follower of other replicas' announcements.
+    pub(crate) fn hints(&self) -> Arc<Hints> {
+        self.hints.clone()
     }
 
     /// Pickup ETA of each candidate (from the driver to the pickup), whole seconds.
@@ -281,12 +130,12 @@ impl Dispatcher {
     /// In Redis mode this is two round trips: the ride is stored together with its key
     /// (which refuses a reused key, a retry in progress and a second open ride in the
     /// same step), and the claim of the first offer marks the key answered.
-    pub async fn request(
-        self: &Arc<Self>,
+    pub(crate) async fn request(
+        &self,
         rider: &str,
         key: Option<&str>,
         req: RideRequest,
-    ) -> Result<Created, DispatchError> {
+    ) -> Result<RideAnswer, DispatchError> {
         let key = key.ok_or(DispatchError::MissingKey)?;
         if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(DispatchError::BadKey);
@@ -298,29 +147,33 @@ impl Dispatcher {
             body: &body,
             ttl_s: self.settings.idempotency_ttl_s,
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (doc, dispatch_at) = match self.new_ride(rider, req, now) {
             Ok(made) => made,
             Err(refused) => {
                 // The key's first request may have been taken (say, before its quote
                 // expired): its answer stands, and another body under it is refused.
-                return match self.book.idem_seen(&idem).await? {
+                return match self.book.idem_seen(&idem, now).await? {
                     Some(seen) => self.earlier(seen).await,
                     None => Err(refused),
                 };
             }
         };
         let answered = doc.state != RideState::Dispatching || self.batching();
-        match self.book.create(&doc, dispatch_at, &idem, answered).await? {
-            BookCreated::Made => {}
-            BookCreated::Open(open) => return Err(DispatchError::RideOpen(open)),
-            BookCreated::Seen(seen) => return self.earlier(seen).await,
+        let new = NewRide {
+            ride: &doc,
+            dispatch_at,
+            idem: &idem,
+            answered,
+        };
+        match self.book.create(&new, now).await? {
+            Created::Made => {}
+            Created::Open(open) => return Err(DispatchError::RideOpen(open)),
+            Created::Seen(seen) => return self.earlier(seen).await,
         }
-        if let Some(p) = &self.pricing {
-            p.record_demand(&doc.base.request.pickup, now);
-        }
+        self.pricing.record_demand(&doc.base.request.pickup, now);
         if answered {
-            return Ok(Created {
+            return Ok(RideAnswer {
                 ride: doc.view(),
                 replayed: false,
             });
@@ -339,18 +192,18 @@ impl Dispatcher {
             Some(after) => after.view(),
             None => self.ride(&id).await?,
         };
-        Ok(Created {
+        Ok(RideAnswer {
             ride,
             replayed: false,
         })
     }
 
     /// The answer to a request whose key was used before.
-    async fn earlier(&self, seen: IdemSeen) -> Result<Created, DispatchError> {
+    async fn earlier(&self, seen: IdemSeen) -> Result<RideAnswer, DispatchError> {
         match seen {
             IdemSeen::Reused => Err(DispatchError::KeyReused),
             IdemSeen::InProgress => Err(DispatchError::InProgress),
-            IdemSeen::Replay(ride) => Ok(Created {
+            IdemSeen::Replay(ride) => Ok(RideAnswer {
                 ride: self.ride(&ride).await?,
                 replayed: true,
             }),
@@ -385,19 +238,23 @@ impl Dispatcher {
                 return Err(DispatchError::Schedule(self.settings.max_schedule_days));
             }
         }
-        let fare = match (&req.quote_id, &self.pricing) {
-            (Some(quote), Some(p)) => Some(
-                p.verify_quote(quote, rider, &req)
+        let trip = Trip {
+            product: &req.product,
+            pickup: &req.pickup,
+            dropoff: &req.dropoff,
+        };
+        let fare = match &req.quote_id {
+            Some(quote) => Some(
+                self.pricing
+                    .verify_quote_for_trip(quote, rider, &trip)
                     .map_err(DispatchError::Quote)?,
             ),
-            (Some(_), None) => return Err(DispatchError::QuotesUnavailable),
-            (None, Some(p)) => p.price(&req, now),
-            (None, None) => None,
+            None => self.pricing.price_trip(&trip, now),
         };
         let lead = self.settings.schedule_lead_s as i64 * 1000;
         let dispatch_at = req.scheduled_at.map_or(now, |at| at - lead);
         let base = RideBase {
-            id: new_id("ride"),
+            id: RideId::generate(),
             rider: rider.to_owned(),
             request: req,
             class,
@@ -411,27 +268,21 @@ impl Dispatcher {
     }
 
     /// Candidates for a ride: from its last radius outwards, the first radius with any
-    /// free driver of the product, best first (the rider's preferred driver, then pickup
-    /// ETA). Returns the radius used; empty past the cap.
+    /// free driver of the product, best first (see [`assign::rank`]). Returns the radius
+    /// used; empty past the cap.
     fn candidates(&self, ride: &RideDoc, now: i64) -> (usize, Vec<Candidate>) {
         let req = &ride.base.request;
         let filter = Filter::available_drivers()
             .vehicle_class(ride.base.class)
             .min_seats(req.seats.unwrap_or(0));
-        // Read under the lock while searching: the hints can run to thousands of
-        // drivers, and copying them per request was most of a request's CPU.
-        let hint = self.engaged_hint.read();
-        let preferred = req.preferred_driver_id.as_ref().map(|d| d.as_str());
+        let free = self.hints.free_at(now);
         for radius in ride.radius..self.settings.radii_m.len() {
             let found = self.index.nearest_where(
                 &req.pickup,
                 self.settings.candidates,
                 &filter,
                 Some(self.settings.radii_m[radius]),
-                |id| {
-                    !ride.excluded.contains(id.as_str())
-                        && hint.get(id.as_str()).is_none_or(|until| *until <= now)
-                },
+                |id| !ride.excluded.contains(id.as_str()) && free(id),
             );
             self.metrics.candidates.observe(found.len() as f64);
             if found.is_empty() {
@@ -443,19 +294,19 @@ impl Dispatcher {
                 .into_iter()
                 .zip(etas)
                 .map(|(n, eta_s)| Candidate {
-                    driver: n.entry.id.to_string(),
+                    driver: DriverId::from(&n.entry.id),
                     distance_m: n.distance_m,
                     eta_s,
                 })
                 .collect();
-            ranked.sort_by_key(|c| (Some(c.driver.as_str()) != preferred, c.eta_s));
+            assign::rank(&mut ranked, req.preferred_driver_id.as_ref());
             return (radius, ranked);
         }
         (self.settings.radii_m.len(), Vec::new())
     }
 
     /// Makes the next offer of a dispatching ride that has none, or ends it.
-    async fn advance(self: &Arc<Self>, ride_id: &str, now: i64) -> Result<(), DispatchError> {
+    async fn advance(&self, ride_id: &RideId, now: i64) -> Result<(), DispatchError> {
         self.advance_from(ride_id, None, now, None)
             .await
             .map(|_| ())
@@ -467,7 +318,7 @@ impl Dispatcher {
     /// mark `answers` (the request being answered) answered.
     async fn advance_from(
         &self,
-        ride_id: &str,
+        ride_id: &RideId,
         mut known: Option<RideDoc>,
         now: i64,
         answers: Option<&IdemKey<'_>>,
@@ -519,41 +370,51 @@ impl Dispatcher {
         answers: Option<&IdemKey<'_>>,
     ) -> Result<Claim, DispatchError> {
         let timeout_ms = self.settings.offer_timeout_s as i64 * 1000;
-        let offer_id = new_id("offer");
-        let claim = self
-            .book
-            .claim(
-                &ride.base.id,
-                radius,
-                ranked,
-                self.settings.max_attempts,
-                (&offer_id, now + timeout_ms),
-                answers,
-            )
-            .await?;
+        let offering = Offering {
+            ride: &ride.base.id,
+            radius,
+            candidates: ranked,
+            max_attempts: self.settings.max_attempts,
+            offer: &OfferId::generate(),
+            expires_at_ms: now + timeout_ms,
+            answers,
+        };
+        let claim = self.book.claim(&offering).await?;
         match &claim {
             Claim::Offered(offer) => {
                 if ride.attempts == 0 {
                     self.metrics
                         .to_first_offer
-                        .observe((now_ms() - ride.since_ms).max(0) as f64 / 1000.0);
+                        .observe((self.clock.now_ms() - ride.since_ms).max(0) as f64 / 1000.0);
                 }
-                self.notifier.offer(&offer.driver, &ride.offer_view(offer));
+                self.push(&offer.driver, &ride.offer_view(offer));
             }
             Claim::NotWanted => {}
-            Claim::AllTaken(taken) => {
-                let mut h = self.engaged_hint.write();
-                for d in taken {
-                    h.insert(d.clone(), now + ENGAGED_HINT_MS);
-                }
-            }
+            Claim::AllTaken(taken) => self.hints.taken(taken, now + ENGAGED_HINT_MS),
         }
         Ok(claim)
     }
 
+    /// Sends an offer to its driver's live connection, if offers are pushed (best
+    /// effort: a driver without the push still finds the offer by polling).
+    fn push(&self, driver: &DriverId, offer: &OfferView) {
+        if let Some(push) = &self.push {
+            match serde_json::to_string(offer) {
+                Ok(json) => {
+                    push.push(driver.as_str(), &json);
+                }
+                Err(e) => tracing::warn!(error = %e, "could not encode an offer"),
+            }
+        }
+    }
+
     /// Ends a dispatching ride without an offer as `no_driver_found`; the ride after it,
     /// when this call ended it.
-    async fn no_driver(&self, ride_id: &str, now: i64) -> Result<Option<RideDoc>, DispatchError> {
+    async fn no_driver(
+        &self,
+        ride_id: &RideId,
+        now: i64,
+    ) -> Result<Option<RideDoc>, DispatchError> {
         let step = Step {
             to: RideState::NoDriverFound,
             from: &[RideState::Dispatching],
@@ -573,37 +434,10 @@ impl Dispatcher {
         self.metrics.rides.with_label_values(&[state.name()]).inc();
     }
 
-    /// Engagement of a driver seen elsewhere (another replica's offer, accept or release).
-    pub fn engaged_elsewhere(&self, driver: &str, engaged: bool) {
-        let mut h = self.engaged_hint.write();
-        if engaged {
-            h.insert(driver.to_owned(), now_ms() + ANNOUNCED_HINT_MS);
-        } else {
-            h.remove(driver);
-        }
-    }
-
-    /// Forgets every engagement hint (the announcements may have been missed).
-    pub fn forget_engagements(&self) {
-        self.engaged_hint.write().clear();
-    }
-
-    /// Sweeps every `interval` until the process stops.
-    pub async fn run_sweeps(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = self.sweep(now_ms()).await {
-                tracing::warn!(error = %e, "dispatch sweep failed; retrying");
-            }
-        }
-    }
-
     /// Times out expired offers, starts scheduled rides whose lead time has come, and
     /// advances rides left without an offer. Every replica runs it; each step is claimed
     /// by one. Returns the number of rides it moved.
-    pub async fn sweep(self: &Arc<Self>, now: i64) -> Result<usize, DispatchError> {
+    pub(crate) async fn sweep(&self, now: i64) -> Result<usize, DispatchError> {
         let mut moved = 0;
         for offer in self.book.expired_offers(now).await? {
             if let Ok(o) = self
@@ -631,42 +465,27 @@ impl Dispatcher {
         self.metrics
             .open_rides
             .set(self.book.open_count().await? as i64);
-        if let Book::Memory(m) = &self.book {
-            m.forget_ended(now, crate::book::RETENTION_MS);
-        }
-        self.engaged_hint.write().retain(|_, until| *until > now);
+        self.book.housekeep(now);
+        self.hints.expire(now);
         Ok(moved)
+    }
+
+    /// One batch window, if this replica's turn: see [`Self::assign_batch`].
+    pub(crate) async fn batch(&self, now: i64) -> Result<usize, DispatchError> {
+        let window = self.settings.batch_window_ms.max(1);
+        if self.book.batch_turn(window).await? {
+            self.assign_batch(now).await
+        } else {
+            Ok(0)
+        }
     }
 
     /// Batched matching: every `batch_window_ms`, assign all dispatching rides without an
     /// offer to available drivers at once, minimising the total pickup ETA (Kuhn–Munkres),
     /// then run the same offer cycle. Rides nobody can reach widen their radius, up to the
-    /// cap, and end as `no_driver_found` past it or past `max_attempts`.
-    pub async fn run_batches(self: Arc<Self>) {
-        let window = self.settings.batch_window_ms.max(1);
-        let mut tick = tokio::time::interval(Duration::from_millis(window));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // One replica assigns each window.
-            let turn = match &self.book {
-                Book::Memory(_) => Ok(true),
-                Book::Redis(r) => r.batch_turn(window).await,
-            };
-            match turn {
-                Ok(true) => {
-                    if let Err(e) = self.assign_batch(now_ms()).await {
-                        tracing::warn!(error = %e, "batch assignment failed; retrying");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "batch turn failed; retrying"),
-            }
-        }
-    }
-
-    /// One batch; returns the number of offers made.
-    pub async fn assign_batch(self: &Arc<Self>, now: i64) -> Result<usize, DispatchError> {
+    /// cap, and end as `no_driver_found` past it or past `max_attempts`. Returns the
+    /// number of offers made.
+    async fn assign_batch(&self, now: i64) -> Result<usize, DispatchError> {
         let window = self.settings.batch_window_ms as i64;
         let mut rides = Vec::new();
         for (id, since) in self.book.idle().await? {
@@ -692,7 +511,7 @@ impl Dispatcher {
             ))
         });
         // Candidates of every pending ride, widening the radius of rides that have none.
-        let mut rows: Vec<(String, Vec<(String, f64)>)> = Vec::new();
+        let mut rows: Vec<assign::Row> = Vec::new();
         let mut pending: Vec<(RideDoc, usize, Vec<Candidate>)> = Vec::new();
         for ride in rides {
             let (radius, found) = if ride.attempts >= self.settings.max_attempts {
@@ -717,7 +536,7 @@ impl Dispatcher {
             return Ok(0);
         }
         let mut offers = 0;
-        for (row, driver) in assign_in_chunks(&rows, KM_CHUNK) {
+        for (row, driver) in assign::assign_in_chunks(&rows, KM_CHUNK) {
             let (ride, radius, found) = &pending[row];
             let Some(c) = found.iter().find(|c| c.driver == driver) else {
                 continue;
@@ -733,22 +552,22 @@ impl Dispatcher {
     }
 
     /// The driver's current offer.
-    pub async fn current_offer(&self, driver: &str) -> Result<OfferView, DispatchError> {
+    pub(crate) async fn current_offer(
+        &self,
+        driver: &DriverId,
+    ) -> Result<OfferView, DispatchError> {
+        let no_offer = || DispatchError::NoOffer(driver.clone());
         let offer = self
             .book
             .offer_of_driver(driver)
             .await?
-            .ok_or_else(|| DispatchError::NoOffer(driver.to_owned()))?;
-        let ride = self
-            .book
-            .ride(&offer.ride)
-            .await?
-            .ok_or_else(|| DispatchError::NoOffer(driver.to_owned()))?;
+            .ok_or_else(no_offer)?;
+        let ride = self.book.ride(&offer.ride).await?.ok_or_else(no_offer)?;
         Ok(ride.offer_view(&offer))
     }
 
     /// The driver who holds `offer_id` (for authorisation).
-    pub async fn offer_driver(&self, offer_id: &str) -> Result<String, DispatchError> {
+    pub(crate) async fn offer_driver(&self, offer_id: &OfferId) -> Result<DriverId, DispatchError> {
         self.book
             .offer(offer_id)
             .await?
@@ -758,8 +577,12 @@ impl Dispatcher {
 
     /// Accepts the current offer of a still-open ride: atomic; a late or repeated accept
     /// is refused and changes nothing.
-    pub async fn accept(&self, offer_id: &str, driver: &str) -> Result<RideView, DispatchError> {
-        let now = now_ms();
+    pub(crate) async fn accept(
+        &self,
+        offer_id: &OfferId,
+        driver: &DriverId,
+    ) -> Result<RideView, DispatchError> {
+        let now = self.clock.now_ms();
         let ride = self.book.accept(offer_id, driver, now).await??;
         self.metrics.offers.with_label_values(&["accepted"]).inc();
         self.metrics
@@ -769,12 +592,12 @@ impl Dispatcher {
     }
 
     /// Declines the current offer; dispatch moves on to the next candidate.
-    pub async fn decline(
-        self: &Arc<Self>,
-        offer_id: &str,
-        driver: &str,
+    pub(crate) async fn decline(
+        &self,
+        offer_id: &OfferId,
+        driver: &DriverId,
     ) -> Result<(), DispatchError> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let offer = self
             .book
             .close_offer(offer_id, Some(driver), OfferEnd::Declined, now)
@@ -783,11 +606,12 @@ impl Dispatcher {
         self.advance(&offer.ride, now).await
     }
 
-    /// A trip step by the assigned driver: arrived, start, complete.
-    pub async fn progress(
+    /// A trip step by the assigned driver (or, with no driver, a privileged caller):
+    /// arrived, start, complete.
+    pub(crate) async fn progress(
         &self,
-        ride_id: &str,
-        driver: Option<&str>,
+        ride_id: &RideId,
+        driver: Option<&DriverId>,
         to: RideState,
     ) -> Result<RideView, DispatchError> {
         let from = match to {
@@ -800,9 +624,9 @@ impl Dispatcher {
             to,
             from: &[from],
             driver,
-            by: driver,
+            by: driver.map(DriverId::as_str),
         };
-        let done = self.book.step(ride_id, step, now_ms()).await??;
+        let done = self.book.step(ride_id, step, self.clock.now_ms()).await??;
         if to.is_terminal() {
             self.ended(to);
         }
@@ -811,7 +635,11 @@ impl Dispatcher {
 
     /// Cancels an open ride (by its rider, its driver, or the platform). A ride on the
     /// road (in progress) can no longer be cancelled, only completed.
-    pub async fn cancel(&self, ride_id: &str, by: &str) -> Result<RideView, DispatchError> {
+    pub(crate) async fn cancel(
+        &self,
+        ride_id: &RideId,
+        by: &str,
+    ) -> Result<RideView, DispatchError> {
         let step = Step {
             to: RideState::Cancelled,
             from: &[
@@ -823,7 +651,7 @@ impl Dispatcher {
             driver: None,
             by: Some(by),
         };
-        let done = self.book.step(ride_id, step, now_ms()).await??;
+        let done = self.book.step(ride_id, step, self.clock.now_ms()).await??;
         if done.withdrawn.is_some() {
             self.metrics.offers.with_label_values(&["withdrawn"]).inc();
         }
@@ -832,7 +660,11 @@ impl Dispatcher {
     }
 
     /// Sets the rider's tip on a ride (it may only go up): the driver's offer shows it.
-    pub async fn tip(&self, ride_id: &str, tip_minor: u64) -> Result<RideView, DispatchError> {
+    pub(crate) async fn tip(
+        &self,
+        ride_id: &RideId,
+        tip_minor: u64,
+    ) -> Result<RideView, DispatchError> {
         if tip_minor > self.settings.max_tip_minor {
             return Err(DispatchError::TipTooLarge(self.settings.max_tip_minor));
         }
@@ -840,18 +672,18 @@ impl Dispatcher {
     }
 
     /// A ride (the caller checks who may see it).
-    pub async fn ride(&self, ride_id: &str) -> Result<RideView, DispatchError> {
+    pub(crate) async fn ride(&self, ride_id: &RideId) -> Result<RideView, DispatchError> {
         self.book
             .ride(ride_id)
             .await?
             .map(|r| r.view())
-            .ok_or_else(|| DispatchError::RideNotFound(ride_id.to_owned()))
+            .ok_or_else(|| DispatchError::RideNotFound(ride_id.clone()))
     }
 
     /// Available drivers near a point. Riders get positions snapped to the centre of their
     /// H3 resolution-8 cell and no ids; privileged callers get ids, exact positions and
     /// distances.
-    pub fn nearby(
+    pub(crate) fn nearby(
         &self,
         at: &Position,
         k: usize,
@@ -868,16 +700,16 @@ impl Dispatcher {
                 .ok_or_else(|| DispatchError::UnknownProduct(c.to_owned()))?;
             filter = filter.vehicle_class(code as u8);
         }
-        let now = now_ms();
-        let hint = self.engaged_hint.read();
-        let found = self.index.nearest_where(
-            at,
-            k.min(self.settings.max_nearby),
-            &filter,
-            Some(radius_m),
-            |id| hint.get(id.as_str()).is_none_or(|until| *until <= now),
-        );
-        drop(hint);
+        let found = {
+            let free = self.hints.free_at(self.clock.now_ms());
+            self.index.nearest_where(
+                at,
+                k.min(self.settings.max_nearby),
+                &filter,
+                Some(radius_m),
+                free,
+            )
+        };
         Ok(found
             .into_iter()
             .map(|n| {
@@ -888,7 +720,7 @@ impl Dispatcher {
                     .unwrap_or_default();
                 if exact {
                     NearbyDriver {
-                        driver_id: Some(n.entry.id.to_string()),
+                        driver_id: Some(DriverId::from(&n.entry.id)),
                         lat: n.entry.position.lat(),
                         lng: n.entry.position.lng(),
                         distance_m: Some(n.distance_m),
@@ -914,90 +746,308 @@ impl Dispatcher {
     }
 }
 
+/// The offer cycle's time rules on a manual clock, against both books: what the HTTP
+/// suite checks with real waits, checked here by moving `now`.
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use geomatch_common::metrics::Metrics;
+    use geomatch_common::ports::{Fare, QuoteRefusal};
+    use geomatch_common::testing::RedisServer;
+    use geomatch_eta::{Eta, Method};
+    use geomatch_index::{Attributes, EntryId, IndexConfig, Kind, Status, Update};
+
     use super::*;
 
-    fn row(id: &str, c: &[(&str, f64)]) -> (String, Vec<(String, f64)>) {
-        (
-            id.into(),
-            c.iter().map(|(d, m)| ((*d).into(), *m)).collect(),
-        )
-    }
+    const T0: i64 = 1_700_000_000_000;
 
-    #[test]
-    fn the_assignment_minimises_the_total_where_greedy_would_not() {
-        // r1 is 10 m from d1 and 100 m from d2; r2 is 10 m from d1 and 120 m from d2.
-        // Greedy (r1 first) gives r1-d1, r2-d2 = 130; the optimum is r1-d2, r2-d1 = 110.
-        let rows = vec![
-            row("r1", &[("d1", 10.0), ("d2", 100.0)]),
-            row("r2", &[("d1", 10.0), ("d2", 120.0)]),
-        ];
-        let drivers = vec!["d1".to_owned(), "d2".to_owned()];
-        let mut a = min_cost_assignment(&rows, &drivers, |m| m as i64);
-        a.sort_unstable();
-        assert_eq!(a, vec![(0, 1), (1, 0)]);
-    }
+    /// Straight lines at 5 m/s.
+    struct Straight;
 
-    #[test]
-    fn chunked_assignment_equals_the_optimum_when_groups_fit_and_never_reuses_a_driver() {
-        // Two independent groups: each solved optimally (as in the test above).
-        let rows = vec![
-            row("r1", &[("d1", 10.0), ("d2", 100.0)]),
-            row("x1", &[("e1", 5.0)]),
-            row("r2", &[("d1", 10.0), ("d2", 120.0)]),
-            row("x2", &[("e1", 7.0), ("e2", 50.0)]),
-        ];
-        let mut a = assign_in_chunks(&rows, 64);
-        a.sort();
-        let pairs: Vec<(usize, &str)> = a.iter().map(|(r, d)| (*r, d.as_str())).collect();
-        assert_eq!(pairs, vec![(0, "d2"), (1, "e1"), (2, "d1"), (3, "e2")]);
-    }
-
-    #[test]
-    fn a_large_group_is_solved_in_chunks_without_giving_a_driver_twice() {
-        // 500 rides all competing for overlapping drivers: one group, many chunks.
-        let rows: Vec<_> = (0..500)
-            .map(|i| {
-                let c: Vec<(String, f64)> = (0..20)
-                    .map(|k| {
-                        (
-                            format!("d{}", (i + k * 7) % 600),
-                            ((i * 31 + k * 17) % 97) as f64,
-                        )
-                    })
-                    .collect();
-                (format!("r{i}"), c)
-            })
-            .collect();
-        let a = assign_in_chunks(&rows, 64);
-        let mut drivers: Vec<&str> = a.iter().map(|(_, d)| d.as_str()).collect();
-        let n = drivers.len();
-        drivers.sort_unstable();
-        drivers.dedup();
-        assert_eq!(drivers.len(), n, "a driver was assigned twice");
-        let mut rides: Vec<usize> = a.iter().map(|(r, _)| *r).collect();
-        rides.sort_unstable();
-        rides.dedup();
-        assert_eq!(rides.len(), n, "a ride got two drivers");
-        for (r, d) in &a {
-            assert!(
-                rows[*r].1.iter().any(|(c, _)| c == d),
-                "ride {r} got a stranger"
-            );
+    impl EtaModel for Straight {
+        fn eta(&self, from: &Position, to: &Position, _at_ms: i64) -> Eta {
+            let distance_m = from.distance_m(to);
+            Eta {
+                duration_s: distance_m / 5.0,
+                distance_m,
+                method: Method::DefaultSpeed,
+            }
         }
-        assert!(n >= 450, "most rides are served: {n}");
     }
 
-    #[test]
-    fn rides_without_a_reachable_driver_stay_unassigned_and_never_get_a_stranger() {
-        let rows = vec![
-            row("r1", &[("d1", 10.0)]),
-            row("r2", &[("d1", 20.0)]),
-            row("r3", &[]),
-        ];
-        let drivers = vec!["d1".to_owned(), "d2".to_owned()];
-        let a = min_cost_assignment(&rows, &drivers, |m| m as i64);
-        assert_eq!(a, vec![(0, 0)], "d2 is nobody's candidate, r3 has none");
+    /// Every ride costs 1000 KRW; quotes are refused.
+    struct Flat;
+
+    impl TripPricing for Flat {
+        fn verify_quote_for_trip(
+            &self,
+            _: &str,
+            _: &str,
+            _: &Trip<'_>,
+        ) -> Result<Fare, QuoteRefusal> {
+            Err(QuoteRefusal {
+                forbidden: false,
+                code: "invalid_quote",
+                detail: "no quotes here".into(),
+            })
+        }
+        fn price_trip(&self, _: &Trip<'_>, _: i64) -> Option<Fare> {
+            Some(Fare {
+                total_minor: 1_000,
+                currency: "KRW".into(),
+            })
+        }
+        fn record_demand(&self, _: &Position, _: i64) {}
+    }
+
+    /// Remembers what was pushed to whom.
+    #[derive(Default)]
+    struct Pushed(Mutex<Vec<(String, serde_json::Value)>>);
+
+    impl DriverPush for Pushed {
+        fn push(&self, driver: &str, json: &str) -> bool {
+            let offer = serde_json::from_str(json).expect("an offer as JSON");
+            self.0
+                .lock()
+                .expect("lock")
+                .push((driver.to_owned(), offer));
+            true
+        }
+    }
+
+    struct Fixture {
+        dispatcher: Dispatcher,
+        index: Arc<Index>,
+        clock: Clock,
+        pushed: Arc<Pushed>,
+        _server: Option<RedisServer>,
+    }
+
+    impl Fixture {
+        fn new(redis: bool, tune: impl FnOnce(&mut MatchingSettings)) -> Self {
+            let server = redis.then(RedisServer::start);
+            let index = Arc::new(Index::new(IndexConfig::default()).expect("index"));
+            let metrics =
+                MatchingMetrics::new(&Metrics::new().expect("registry")).expect("metrics");
+            let mut settings = MatchingSettings::default();
+            tune(&mut settings);
+            let clock = Clock::manual(T0);
+            let pushed = Arc::new(Pushed::default());
+            let wiring = Wiring {
+                book: Book::new(
+                    index.clone(),
+                    server.as_ref().map(RedisServer::handle),
+                    metrics.redis_seconds.clone(),
+                ),
+                metrics,
+                pricing: Arc::new(Flat),
+                eta: Arc::new(Straight),
+                push: Some(pushed.clone()),
+            };
+            let dispatcher = Dispatcher::new(
+                index.clone(),
+                settings,
+                vec!["standard".into()],
+                clock.clone(),
+                wiring,
+            );
+            Fixture {
+                dispatcher,
+                index,
+                clock,
+                pushed,
+                _server: server,
+            }
+        }
+
+        /// An available standard car at `lat`, 127.0.
+        fn online(&self, id: &str, lat: f64) {
+            let at = Position::new(lat, 127.0).expect("position");
+            let mut u = Update::moved(EntryId::parse(id).expect("id"), Kind::Driver, at, T0);
+            u.status = Some(Status::Available);
+            u.attrs = Some(Attributes {
+                vehicle_class: 0,
+                seats: 4,
+            });
+            self.index.upsert(&u).expect("upsert");
+        }
+
+        async fn request(&self, rider: &str, lat: f64, scheduled_at: Option<i64>) -> RideView {
+            let req = RideRequest {
+                pickup: Position::new(lat, 127.0).expect("position"),
+                dropoff: Position::new(lat + 0.05, 127.05).expect("position"),
+                product: "standard".into(),
+                seats: None,
+                quote_id: None,
+                preferred_driver_id: None,
+                scheduled_at,
+                tip_minor: None,
+            };
+            let answer = self.dispatcher.request(rider, Some("k"), req).await;
+            answer.expect("a ride").ride
+        }
+
+        /// The ride offered to `driver` now, if any.
+        async fn offered(&self, driver: &str) -> Option<RideId> {
+            match self.dispatcher.current_offer(&driver.into()).await {
+                Ok(offer) => Some(offer.ride_id),
+                Err(DispatchError::NoOffer(_)) => None,
+                Err(e) => panic!("{e}"),
+            }
+        }
+
+        async fn offer_id(&self, driver: &str) -> OfferId {
+            let offer = self.dispatcher.current_offer(&driver.into()).await;
+            offer.expect("an offer").offer_id
+        }
+    }
+
+    macro_rules! against_both_books {
+        ($($case:ident),* $(,)?) => {
+            mod memory {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::$case(false).await
+                    }
+                )*
+            }
+            mod redis {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::$case(true).await
+                    }
+                )*
+            }
+        };
+    }
+
+    against_both_books!(
+        a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first,
+        a_scheduled_ride_waits_until_its_lead_time_then_dispatches,
+        batched_matching_minimises_total_pickup_eta_where_greedy_does_not,
+        an_offer_is_pushed_to_its_driver_with_the_fare,
+    );
+
+    async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first(
+        redis: bool,
+    ) {
+        let f = Fixture::new(redis, |s| s.offer_timeout_s = 15);
+        f.online("a", 37.5001);
+        f.online("b", 37.5005);
+        f.online("c", 37.5010);
+        let ride = f.request("u1", 37.5, None).await;
+        assert_eq!(f.offered("a").await, Some(ride.ride_id.clone()));
+
+        f.clock.advance(1_000);
+        let offer = f.offer_id("a").await;
+        f.dispatcher
+            .decline(&offer, &"a".into())
+            .await
+            .expect("declined");
+        assert_eq!(
+            f.offered("b").await,
+            Some(ride.ride_id.clone()),
+            "the next nearest"
+        );
+
+        // b lets it time out: nothing moves before its deadline, then c is asked.
+        let deadline = f.clock.now_ms() + 15_000;
+        assert_eq!(f.dispatcher.sweep(deadline - 1).await, Ok(0));
+        assert!(f.offered("b").await.is_some());
+        f.clock.set(deadline);
+        assert_eq!(f.dispatcher.sweep(deadline).await, Ok(1));
+        assert_eq!(f.offered("b").await, None);
+        assert_eq!(
+            f.offered("c").await,
+            Some(ride.ride_id.clone()),
+            "timed out: the next"
+        );
+        assert_eq!(
+            f.offered("a").await,
+            None,
+            "a declined and is never asked again"
+        );
+        assert_eq!(
+            f.dispatcher.ride(&ride.ride_id).await.map(|r| r.attempts),
+            Ok(3)
+        );
+
+        let accepted = f
+            .dispatcher
+            .accept(&f.offer_id("c").await, &"c".into())
+            .await;
+        assert_eq!(accepted.map(|r| r.state), Ok(RideState::Accepted));
+        let m = &f.dispatcher.metrics.offers;
+        for outcome in ["accepted", "declined", "timed_out"] {
+            assert_eq!(m.with_label_values(&[outcome]).get(), 1, "{outcome}");
+        }
+    }
+
+    async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches(redis: bool) {
+        let f = Fixture::new(redis, |s| s.schedule_lead_s = 1);
+        f.online("a", 37.5001);
+        let ride = f.request("u1", 37.5, Some(T0 + 2_500)).await;
+        assert_eq!(ride.state, RideState::Requested);
+        // Dispatch starts at the lead time: 2.5 s ahead with a 1 s lead.
+        assert_eq!(f.dispatcher.sweep(T0 + 1_499).await, Ok(0));
+        assert_eq!(f.offered("a").await, None);
+        assert_eq!(f.dispatcher.sweep(T0 + 1_500).await, Ok(1));
+        assert_eq!(f.offered("a").await, Some(ride.ride_id));
+
+        let too_far = f.dispatcher.request(
+            "u2",
+            Some("k"),
+            RideRequest {
+                scheduled_at: Some(T0 + 8 * 86_400_000),
+                ..serde_json::from_value(serde_json::json!({
+                    "pickup": {"lat": 37.5, "lng": 127.0},
+                    "dropoff": {"lat": 37.6, "lng": 127.0},
+                    "product": "standard"
+                }))
+                .expect("a request")
+            },
+        );
+        assert_eq!(too_far.await.err(), Some(DispatchError::Schedule(7)));
+    }
+
+    async fn batched_matching_minimises_total_pickup_eta_where_greedy_does_not(redis: bool) {
+        // r1 at 37.5; d1 11 m north of r1; r2 22 m north of r1 (11 m from d1); d2 100 m
+        // south of r1. Greedy would give r1-d1 and leave r2 with d2 (11 + 122 m); the
+        // batch pairs r1-d2 and r2-d1 (100 + 11 m).
+        let f = Fixture::new(redis, |s| s.batch_window_ms = 1_000);
+        f.online("d1", 37.5001);
+        f.online("d2", 37.4991);
+        let r1 = f.request("r1", 37.5, None).await;
+        let r2 = f.request("r2", 37.5002, None).await;
+        assert_eq!((f.offered("d1").await, f.offered("d2").await), (None, None));
+        // Requests are held for one window, so that they are paired together. (The
+        // window's turn is taken once, in Redis by Redis's own clock: one `batch` here.)
+        assert_eq!(f.dispatcher.assign_batch(T0 + 999).await, Ok(0));
+        assert_eq!(f.dispatcher.batch(T0 + 1_000).await, Ok(2));
+        assert_eq!(
+            (f.offered("d1").await, f.offered("d2").await),
+            (Some(r2.ride_id), Some(r1.ride_id))
+        );
+    }
+
+    async fn an_offer_is_pushed_to_its_driver_with_the_fare(redis: bool) {
+        let f = Fixture::new(redis, |_| {});
+        f.online("a", 37.5001);
+        let ride = f.request("u1", 37.5, None).await;
+        let pushed = f.pushed.0.lock().expect("lock").clone();
+        let [(driver, offer)] = &pushed[..] else {
+            panic!("one push expected: {pushed:?}");
+        };
+        assert_eq!(driver, "a");
+        assert_eq!(offer["type"], "offer");
+        assert_eq!(offer["ride_id"], ride.ride_id.as_str());
+        assert_eq!(
+            offer["fare"],
+            serde_json::json!({"total_minor": 1000, "currency": "KRW"})
+        );
+        assert_eq!(offer["total_minor"], 1000);
     }
 }

@@ -1,64 +1,149 @@
-//! matching: owns ride dispatch (and, later, people-nearby). A rider request is offered to
-//! the nearest suitable available drivers one at a time, best first, until one accepts.
+//! matching: ride dispatch and people nearby. A rider's request is offered to the nearest
+//! suitable available drivers one at a time, best first, until one accepts.
 //!
 //! # Layout
-//! - [`ride`]: ride states, the request body, views, errors with their codes.
-//! - [`dispatch`]: [`Dispatcher`], the offer cycle and its invariants (transport-free).
-//! - [`routes`]: thin HTTP adapters; [`metrics`].
+//! - This file: the front door. [`build`] (routes, OpenAPI, background tasks),
+//!   [`engagement`] (dispatch's hold on drivers, for location ingest), [`offer_relay`]
+//!   (Redis mode: offers to the drivers connected to this process).
+//! - `dispatch.rs`: `Dispatcher`, the offer cycle and its invariants (transport-free);
+//!   `assign.rs`: candidate ranking, batch assignment (Kuhn–Munkres), engagement hints.
+//! - `book/`: the mode seam. `Book` (`mod.rs`, with the contract both books keep),
+//!   `model.rs` (rides, offers, claims), `memory.rs` (embedded), `redis.rs` (Lua scripts,
+//!   the key layout), `contract.rs` (the same cases against both).
+//! - `ride.rs`: ids, ride states, the request body, views, errors with their codes.
+//! - `events.rs`: Redis mode's pub/sub (published offers, engagement announcements).
+//! - `routes.rs` (thin HTTP, the route table), `openapi.rs`, `metrics.rs`.
 //! - [`people`]: people nearby (profiles, recommendations, swipes, matches), with its own
-//!   routes ([`people::configure`]) and OpenAPI paths.
+//!   front door, `people::build`.
 //!
-//! Register each path as one `web::resource` holding all its methods (a wrong method then
-//! gets 405 with `Allow`).
+//! Modules point one way: `ride` ← `book` ← `assign` ← `dispatch` ← `routes`;
+//! `events` uses `book` and `assign`; this file wires them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::web;
-use geomatch_common::ServiceInfo;
+use anyhow::Context;
+use geomatch_common::ports::{DriverPush, Engagement, TripPricing};
+use geomatch_common::service::every;
+use geomatch_common::{Deps, Part};
+use geomatch_eta::EtaModel;
 
-pub mod book;
-pub mod dispatch;
-pub mod metrics;
-pub mod openapi;
+mod assign;
+mod book;
+mod dispatch;
+mod events;
+mod metrics;
+mod openapi;
 pub mod people;
-pub mod redis_book;
-pub mod ride;
-pub mod routes;
+mod ride;
+mod routes;
 
-pub use dispatch::{Dispatcher, Notifier};
+use book::Book;
+use dispatch::{Dispatcher, Wiring};
 
-/// The service's name, as in `--service matching` and its info route.
-pub const NAME: &str = "matching";
+pub use routes::NAME;
 
-/// Registers this service's routes with `dispatcher` as their state.
-pub fn configure(cfg: &mut web::ServiceConfig, dispatcher: web::Data<Arc<Dispatcher>>) {
-    cfg.app_data(dispatcher)
-        .service(web::resource("/v1/matching/info").route(web::get().to(info)))
-        .service(web::resource("/v1/drivers/nearby").route(web::get().to(routes::nearby)))
-        .service(web::resource("/v1/rides").route(web::post().to(routes::post_ride)))
-        .service(web::resource("/v1/rides/{ride_id}").route(web::get().to(routes::get_ride)))
-        .service(web::resource("/v1/rides/{ride_id}/cancel").route(web::post().to(routes::cancel)))
-        .service(web::resource("/v1/rides/{ride_id}/tip").route(web::post().to(routes::tip)))
-        .service(
-            web::resource("/v1/rides/{ride_id}/arrived").route(web::post().to(routes::arrived)),
-        )
-        .service(web::resource("/v1/rides/{ride_id}/start").route(web::post().to(routes::start)))
-        .service(
-            web::resource("/v1/rides/{ride_id}/complete").route(web::post().to(routes::complete)),
-        )
-        .service(
-            web::resource("/v1/drivers/{driver_id}/offer")
-                .route(web::get().to(routes::current_offer)),
-        )
-        .service(
-            web::resource("/v1/offers/{offer_id}/accept").route(web::post().to(routes::accept)),
-        )
-        .service(
-            web::resource("/v1/offers/{offer_id}/decline").route(web::post().to(routes::decline)),
-        );
+/// What matching needs of the other services.
+pub struct Ports {
+    /// Quotes, fares and demand (eta-pricing).
+    pub pricing: Arc<dyn TripPricing>,
+    /// Ranks candidates by pickup ETA (eta-pricing's learned-speed model).
+    pub model: Arc<dyn EtaModel>,
+    /// The drivers' live connections (location ingest's hub), where embedded mode pushes
+    /// offers; Redis mode publishes them instead (see [`offer_relay`]).
+    pub drivers: Option<Arc<dyn DriverPush>>,
 }
 
-/// `GET /v1/matching/info`: which service answered, which build.
-async fn info() -> web::Json<ServiceInfo> {
-    web::Json(ServiceInfo::new(NAME, env!("CARGO_PKG_VERSION")))
+/// Matching for a process: dispatch's routes and OpenAPI, then people nearby's; tasks:
+/// the dispatch sweep every `matching.sweep_interval_ms` (offer timeouts, scheduled rides,
+/// rides left without an offer), batched assignment every `matching.batch_window_ms` when
+/// above 0, and in Redis mode the follower of other replicas' driver engagement.
+pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
+    let settings = &deps.settings.matching;
+    let metrics =
+        metrics::MatchingMetrics::new(&deps.metrics).context("registering matching metrics")?;
+    let book = Book::new(
+        deps.index.clone(),
+        deps.redis.clone(),
+        metrics.redis_seconds.clone(),
+    );
+    let push = match &deps.redis {
+        Some(redis) => {
+            Some(Arc::new(events::OfferPublisher::new(redis.clone())) as Arc<dyn DriverPush>)
+        }
+        None => ports.drivers,
+    };
+    let dispatcher = Arc::new(Dispatcher::new(
+        deps.index.clone(),
+        settings.clone(),
+        deps.settings.ingest.vehicle_classes.clone(),
+        deps.clock.clone(),
+        Wiring {
+            book,
+            metrics,
+            pricing: ports.pricing,
+            eta: ports.model,
+            push,
+        },
+    ));
+
+    let sweeper = dispatcher.clone();
+    let sweeps = every(
+        Duration::from_millis(settings.sweep_interval_ms),
+        deps.clock.clone(),
+        move |now| {
+            let d = sweeper.clone();
+            async move {
+                if let Err(e) = d.sweep(now).await {
+                    tracing::warn!(error = %e, "dispatch sweep failed; retrying");
+                }
+            }
+        },
+    );
+    let routes = dispatcher.clone();
+    let mut part = Part::new()
+        .routes(move |cfg| routes::configure(cfg, routes.clone()))
+        .openapi(openapi::paths(), openapi::schemas())
+        .task("dispatch sweep", sweeps);
+    if settings.batch_window_ms > 0 {
+        let batcher = dispatcher.clone();
+        let batches = every(
+            Duration::from_millis(settings.batch_window_ms),
+            deps.clock.clone(),
+            move |now| {
+                let d = batcher.clone();
+                async move {
+                    if let Err(e) = d.batch(now).await {
+                        tracing::warn!(error = %e, "batch assignment failed; retrying");
+                    }
+                }
+            },
+        );
+        part = part.task("dispatch batches", batches);
+    }
+    if let Some(redis) = &deps.redis {
+        let follow = events::follow_hints(redis.clone(), dispatcher.hints(), deps.clock.clone());
+        part = part.task("dispatch engagement hints", follow);
+    }
+    Ok(part.merge(people::build(deps)?))
+}
+
+/// Dispatch's hold on drivers, for location ingest: in Redis mode read from dispatch's
+/// driver lock; embedded, `None` (the index status is the lock there, and ingest's
+/// compare-and-set honours it).
+pub fn engagement(deps: &Deps) -> Arc<dyn Engagement> {
+    book::engagement(deps.redis.clone())
+}
+
+/// Redis mode: a task delivering the offers any replica publishes to the drivers connected
+/// to this process through `drivers`. Empty in embedded mode (offers go to `drivers`
+/// directly, see [`Ports::drivers`]).
+pub fn offer_relay(deps: &Deps, drivers: Arc<dyn DriverPush>) -> Part {
+    match &deps.redis {
+        Some(redis) => Part::new().task(
+            "dispatch offer relay",
+            events::relay_offers(redis.clone(), drivers),
+        ),
+        None => Part::new(),
+    }
 }

@@ -4,21 +4,21 @@ use geomatch_common::metrics::Metrics;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
 #[derive(Clone)]
-pub struct MatchingMetrics {
-    pub to_first_offer: Histogram,
-    pub to_accept: Histogram,
+pub(crate) struct MatchingMetrics {
+    pub(crate) to_first_offer: Histogram,
+    pub(crate) to_accept: Histogram,
     /// Offers by outcome: accepted, declined, timed_out, withdrawn.
-    pub offers: IntCounterVec,
+    pub(crate) offers: IntCounterVec,
     /// Rides by terminal state.
-    pub rides: IntCounterVec,
-    pub candidates: Histogram,
-    pub open_rides: IntGauge,
+    pub(crate) rides: IntCounterVec,
+    pub(crate) candidates: Histogram,
+    pub(crate) open_rides: IntGauge,
     /// Latency of the dispatch book's Redis calls (Redis mode), by step.
-    pub redis_seconds: HistogramVec,
+    pub(crate) redis_seconds: HistogramVec,
 }
 
 impl MatchingMetrics {
-    pub fn new(metrics: &Metrics) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(metrics: &Metrics) -> Result<Self, prometheus::Error> {
         let m = MatchingMetrics {
             to_first_offer: Histogram::with_opts(
                 HistogramOpts::new(

@@ -1,5 +1,5 @@
-//! The OpenAPI 3 description of matching's ride routes; the binary merges it with the
-//! other services' into the one document served at `/openapi.json`.
+//! The OpenAPI 3 description of matching's ride routes, handed out in `build`'s part; the
+//! binary merges every part's into the one document served at `/openapi.json`.
 
 use serde_json::{json, Value};
 
@@ -29,7 +29,7 @@ fn action(summary: &str, id: &str, answer: Option<&str>, errors: Value) -> Value
 }
 
 /// `paths` entries of this service.
-pub fn paths() -> Value {
+pub(crate) fn paths() -> Value {
     let state = || problem("the ride is not in a state that allows this (invalid_ride_state)");
     let gone = || problem("the offer is no longer current (offer_not_current, driver_unavailable)");
     json!({
@@ -88,7 +88,7 @@ pub fn paths() -> Value {
 }
 
 /// `components.schemas` entries of this service.
-pub fn schemas() -> Value {
+pub(crate) fn schemas() -> Value {
     let position = json!({"type": "object", "required": ["lat", "lng"], "properties": {"lat": {"type": "number"}, "lng": {"type": "number"}}});
     let fare = json!({"type": "object", "properties": {"total_minor": {"type": "integer"}, "currency": {"type": "string"}}});
     json!({

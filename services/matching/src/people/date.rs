@@ -28,13 +28,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Server clock, ms since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Today's UTC date at `now_ms`, as `yyyymmdd`.
 pub fn ymd_of(now_ms: i64) -> u32 {
     let (y, m, d) = civil_from_days(now_ms.div_euclid(DAY_MS));

@@ -3,7 +3,7 @@
 use actix_web::http::StatusCode;
 use geomatch_common::error::ErrorCode;
 
-use super::date::rfc3339;
+use super::date::{next_midnight_ms, rfc3339};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PeopleError {
@@ -30,7 +30,10 @@ pub enum PeopleError {
     DailyLimit {
         what: &'static str,
         limit: u32,
+        /// The next UTC midnight (sent as `X-RateLimit-Reset`, in epoch seconds).
         reset_at_ms: i64,
+        /// Whole seconds from the refusal to the reset, at least 1 (`Retry-After`).
+        retry_after_s: u64,
     },
     #[error("listing who liked you needs premium; the count is free")]
     PremiumRequired,
@@ -38,6 +41,20 @@ pub enum PeopleError {
     NoMatch(String),
     #[error("the state store is unavailable: {0}")]
     Unavailable(String),
+}
+
+impl PeopleError {
+    /// The daily budget of `what` (`likes` or `superlikes`), `limit` a day, is used up at
+    /// `now_ms`: it resets at the next UTC midnight.
+    pub fn daily_limit(what: &'static str, limit: u32, now_ms: i64) -> Self {
+        let reset_at_ms = next_midnight_ms(now_ms);
+        PeopleError::DailyLimit {
+            what,
+            limit,
+            reset_at_ms,
+            retry_after_s: ((reset_at_ms - now_ms).max(1000) as u64).div_ceil(1000),
+        }
+    }
 }
 
 impl ErrorCode for PeopleError {
@@ -81,9 +98,38 @@ impl ErrorCode for PeopleError {
             PeopleError::Unavailable(_) => "store_unavailable",
         }
     }
+    /// The daily limits: until the next UTC midnight; a store out of reach: one second.
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            PeopleError::DailyLimit { retry_after_s, .. } => Some(*retry_after_s),
+            PeopleError::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
 }
 
 /// Parses a path or body profile id.
 pub fn profile_id(raw: &str) -> Result<geomatch_index::EntryId, PeopleError> {
     geomatch_index::EntryId::parse(raw).map_err(|e| PeopleError::Id(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daily_limit_is_retried_after_the_next_utc_midnight() {
+        // 2026-11-21T23:59:58.500Z
+        let now = 1_795_305_598_500;
+        let e = PeopleError::daily_limit("likes", 2, now);
+        assert_eq!(e.retry_after_s(), Some(2));
+        assert!(
+            matches!(e, PeopleError::DailyLimit { reset_at_ms, .. } if reset_at_ms == 1_795_305_600_000)
+        );
+        assert_eq!(
+            PeopleError::Unavailable("x".into()).retry_after_s(),
+            Some(1)
+        );
+        assert_eq!(PeopleError::Cursor.retry_after_s(), None);
+    }
 }

@@ -206,7 +206,7 @@ impl ProfileBody {
 }
 
 impl Profile {
-    pub fn prefs(&self) -> Prefs {
+    pub(super) fn prefs(&self) -> Prefs {
         Prefs {
             gender: self.gender.bit(),
             wants: self.interested_in.iter().fold(0, |m, g| m | g.bit()),
@@ -217,12 +217,12 @@ impl Profile {
         }
     }
 
-    pub fn age(&self, today: u32) -> u32 {
+    pub(super) fn age(&self, today: u32) -> u32 {
         parse_ymd(&self.birth_date).map_or(0, |b| age(today, b))
     }
 
     /// The owner's own view: everything.
-    pub fn own_view(&self, today: u32) -> OwnView {
+    pub(super) fn own_view(&self, today: u32) -> OwnView {
         OwnView {
             age: self.age(today),
             profile: self.clone(),
@@ -230,7 +230,7 @@ impl Profile {
     }
 
     /// What others see: no birth date, no preferences, never a position.
-    pub fn card(&self, today: u32) -> Card {
+    pub(super) fn card(&self, today: u32) -> Card {
         Card {
             profile_id: self.profile_id.clone(),
             display_name: self.display_name.clone(),

@@ -1,22 +1,27 @@
-//! Embedded mode: every profile, swipe, match, block and counter in this process, behind
-//! one lock. Each operation is one critical section, so a mutual like creates exactly one
-//! match. The "already swiped" test is a hash-set lookup per candidate, whatever the
-//! number of swipes.
+//! Memory store (embedded mode): every profile, swipe, match, block and counter in this
+//! process, behind one lock. Each operation is one critical section, so a mutual like
+//! creates exactly one match. The "already swiped" test is a hash-set lookup per
+//! candidate, whatever the number of swipes.
 
 use std::sync::Arc;
 
-use geomatch_index::EntryId;
-use parking_lot::{RwLock, RwLockReadGuard};
+use geomatch_index::{EntryId, Filter, Index, Kind, Neighbor, PageKey};
+use parking_lot::RwLock;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::date::ymd_of;
-use super::profile::{Prefs, Profile};
-use super::{Action, Limits, SwipeVerdict};
+use crate::people::cursor;
+use crate::people::date::ymd_of;
+use crate::people::error::PeopleError;
+use crate::people::model::{
+    distance_km, position_of, Action, Ctx, Liked, Limits, Matched, Recommendation,
+    RecommendationsPage, SwipeVerdict,
+};
+use crate::people::profile::{Prefs, Profile};
 
 /// A stored profile and its preferences, computed once per write.
-pub struct Stored {
-    pub profile: Arc<Profile>,
-    pub prefs: Prefs,
+struct Stored {
+    profile: Arc<Profile>,
+    prefs: Prefs,
 }
 
 impl Stored {
@@ -30,7 +35,7 @@ impl Stored {
 
 /// One person's side of people nearby.
 #[derive(Default)]
-pub struct Person {
+struct Person {
     /// Everyone this person swiped, with the action: the exclusion set and the reciprocal
     /// check for the other side's like.
     swiped: FxHashMap<EntryId, Action>,
@@ -48,29 +53,26 @@ pub struct Person {
 impl Person {
     /// Whether `other` must not be recommended to this person: already swiped or blocked
     /// either way.
-    pub fn excludes(&self, other: &EntryId) -> bool {
+    fn excludes(&self, other: &EntryId) -> bool {
         self.swiped.contains_key(other) || self.hidden.contains(other)
     }
 }
 
 #[derive(Default)]
-pub struct State {
-    pub profiles: FxHashMap<EntryId, Stored>,
-    pub people: FxHashMap<EntryId, Person>,
+struct State {
+    profiles: FxHashMap<EntryId, Stored>,
+    people: FxHashMap<EntryId, Person>,
 }
 
+/// People nearby in this process's memory. See [`super::PeopleStore`] for the contract.
 #[derive(Default)]
-pub struct Embedded {
+pub struct MemoryStore {
     state: RwLock<State>,
 }
 
-impl Embedded {
-    pub fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read()
-    }
-
+impl MemoryStore {
     /// Writes a profile, keeping its premium flag.
-    pub fn put_profile(&self, id: &EntryId, mut profile: Profile) -> Profile {
+    pub(super) fn put_profile(&self, id: &EntryId, mut profile: Profile) -> Profile {
         let mut st = self.state.write();
         if let Some(old) = st.profiles.get(id) {
             profile.premium = old.profile.premium;
@@ -79,7 +81,7 @@ impl Embedded {
         profile
     }
 
-    pub fn profile(&self, id: &EntryId) -> Option<Arc<Profile>> {
+    pub(super) fn profile(&self, id: &EntryId) -> Option<Arc<Profile>> {
         self.state
             .read()
             .profiles
@@ -87,7 +89,7 @@ impl Embedded {
             .map(|s| s.profile.clone())
     }
 
-    pub fn set_premium(&self, id: &EntryId, premium: bool) -> Option<Profile> {
+    pub(super) fn set_premium(&self, id: &EntryId, premium: bool) -> Option<Profile> {
         let mut st = self.state.write();
         let stored = st.profiles.get_mut(id)?;
         let mut p = (*stored.profile).clone();
@@ -96,8 +98,79 @@ impl Embedded {
         Some(p)
     }
 
+    /// One index query whose `keep` runs every rule under the store's read lock, so only
+    /// eligible profiles enter the page. After `ctx.max_examined` candidates `keep` admits
+    /// anything, which fills the page and ends the scan; those are checked again below and
+    /// the answer may be short, with a cursor to go on from.
+    pub(super) fn recommend(
+        &self,
+        index: &Index,
+        me: &EntryId,
+        after: Option<PageKey>,
+        ctx: &Ctx,
+    ) -> Result<RecommendationsPage, PeopleError> {
+        let st = self.state.read();
+        let mine = st
+            .profiles
+            .get(me)
+            .ok_or_else(|| PeopleError::ProfileRequired(me.to_string()))?;
+        let at = position_of(index, me)?;
+        let person = st.people.get(me);
+        // Exclusions first: a hash-set lookup each, however many were swiped.
+        let excluded = |n: &Neighbor| {
+            let id = &n.entry.id;
+            n.entry.updated_at_ms < ctx.fresh_since_ms
+                || id == me
+                || person.is_some_and(|p| p.excludes(id))
+        };
+        let fits = |n: &Neighbor| -> Option<&Stored> {
+            let them = st.profiles.get(&n.entry.id)?;
+            mine.prefs
+                .mutual(&them.prefs, n.distance_m, ctx.today)
+                .then_some(them)
+        };
+        let eligible = |n: &Neighbor| if excluded(n) { None } else { fits(n) };
+        // Only candidates whose preferences had to be tested count towards the cap, so a
+        // viewer who swiped everyone nearby still gets a full page, just later.
+        let mut examined = 0usize;
+        let page = index.nearest_page(
+            &at,
+            ctx.limit,
+            &Filter::any().kind(Kind::Profile),
+            Some(mine.prefs.max_m()),
+            after.as_ref(),
+            |n| {
+                if excluded(n) {
+                    return false;
+                }
+                examined += 1;
+                fits(n).is_some() || examined > ctx.max_examined
+            },
+        );
+        let exhausted = page.len() < ctx.limit;
+        let mut profiles = Vec::with_capacity(page.len());
+        let mut last = None;
+        for (n, key) in page {
+            if let Some(them) = eligible(&n) {
+                profiles.push(Recommendation {
+                    card: them.profile.card(ctx.today),
+                    distance_km: distance_km(n.distance_m),
+                });
+            }
+            last = Some(key);
+        }
+        Ok(RecommendationsPage {
+            profiles,
+            next_cursor: if exhausted {
+                None
+            } else {
+                last.as_ref().map(cursor::encode)
+            },
+        })
+    }
+
     /// Records a swipe and, for a like answering a like, the match: one critical section.
-    pub fn swipe(
+    pub(super) fn swipe(
         &self,
         me: &EntryId,
         target: &EntryId,
@@ -139,11 +212,9 @@ impl Embedded {
             Some(a) if a.is_like() => {
                 other.matches.insert(me.clone(), now_ms);
                 other.likers.remove(me);
-                st.people
-                    .get_mut(me)
-                    .expect("inserted above")
-                    .matches
-                    .insert(target.clone(), now_ms);
+                if let Some(mine) = st.people.get_mut(me) {
+                    mine.matches.insert(target.clone(), now_ms);
+                }
                 SwipeVerdict::Matched
             }
             Some(_) => SwipeVerdict::Recorded,
@@ -157,7 +228,7 @@ impl Embedded {
     }
 
     /// This person's matches, newest first, at most `max`.
-    pub fn matches(&self, me: &EntryId, max: usize) -> Vec<(Arc<Profile>, i64)> {
+    pub(super) fn matches(&self, me: &EntryId, max: usize) -> Vec<Matched> {
         let st = self.state.read();
         let Some(person) = st.people.get(me) else {
             return Vec::new();
@@ -176,7 +247,7 @@ impl Embedded {
     }
 
     /// Ends a match on both sides; false when there was none.
-    pub fn unmatch(&self, me: &EntryId, other: &EntryId) -> bool {
+    pub(super) fn unmatch(&self, me: &EntryId, other: &EntryId) -> bool {
         let mut st = self.state.write();
         let removed = st
             .people
@@ -190,7 +261,7 @@ impl Embedded {
 
     /// Hides the two from each other for good: no recommendation either way, no match, no
     /// pending like.
-    pub fn block(&self, me: &EntryId, other: &EntryId) {
+    pub(super) fn block(&self, me: &EntryId, other: &EntryId) {
         let mut st = self.state.write();
         for (a, b) in [(me, other), (other, me)] {
             let p = st.people.entry(a.clone()).or_default();
@@ -200,7 +271,7 @@ impl Embedded {
         }
     }
 
-    pub fn likes_count(&self, me: &EntryId) -> usize {
+    pub(super) fn likes_count(&self, me: &EntryId) -> usize {
         self.state
             .read()
             .people
@@ -209,7 +280,7 @@ impl Embedded {
     }
 
     /// Who liked this person (not swiped back yet), newest first, at most `max`.
-    pub fn likes(&self, me: &EntryId, max: usize) -> Vec<(Arc<Profile>, i64, bool)> {
+    pub(super) fn likes(&self, me: &EntryId, max: usize) -> Vec<Liked> {
         let st = self.state.read();
         let Some(person) = st.people.get(me) else {
             return Vec::new();
@@ -227,7 +298,7 @@ impl Embedded {
         out
     }
 
-    /// Bulk registration for benchmarks: profiles and swipes, no limits.
+    /// Bulk registration for benchmarks: profiles and swipes, no limits, no matches.
     pub fn load(&self, profiles: Vec<(EntryId, Profile)>, swipes: Vec<(EntryId, EntryId, Action)>) {
         let mut st = self.state.write();
         for (id, p) in profiles {

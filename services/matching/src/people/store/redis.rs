@@ -1,5 +1,5 @@
-//! Redis mode: profiles, swipes, matches, blocks and counters live in Redis, shared by
-//! every matching replica.
+//! Redis store (Redis mode): profiles, swipes, matches, blocks and counters live in Redis,
+//! shared by every matching replica.
 //!
 //! # Keys and Redis Cluster
 //! A person's own data carries the person's hash tag, a pair's state the pair's:
@@ -31,14 +31,24 @@
 //! says `matched`, so a list never shows a match that does not exist.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use geomatch_common::redis::Redis;
-use geomatch_index::EntryId;
+use geomatch_index::{EntryId, Filter, Index, Kind, PageKey};
 use redis::{Script, Value};
 
-use super::error::PeopleError;
-use super::profile::Profile;
-use super::{Action, Limits, SwipeVerdict};
+use crate::people::cursor;
+use crate::people::date::ymd_of;
+use crate::people::error::PeopleError;
+use crate::people::model::{
+    distance_km, position_of, Action, Ctx, Liked, Limits, Matched, Recommendation,
+    RecommendationsPage, SwipeVerdict,
+};
+use crate::people::profile::Profile;
+
+/// Candidates asked of the index per recommendations round, at most (each round is one
+/// Redis round trip for the whole batch).
+const MAX_BATCH: usize = 1_000;
 
 /// Daily counters outlive their day by a day (time zones of clients do not matter: days
 /// are UTC).
@@ -102,7 +112,8 @@ fn quota_key(id: &str, day: u32) -> String {
     key(id, &format!("quota:{day}"))
 }
 
-pub struct RedisPeople {
+/// People nearby in Redis. See [`super::PeopleStore`] for the contract.
+pub struct RedisStore {
     redis: Redis,
     own: Script,
     pair: Script,
@@ -120,10 +131,10 @@ fn parse_profile(json: Option<String>, premium: Option<String>) -> Option<Profil
     Some(p)
 }
 
-impl RedisPeople {
+impl RedisStore {
     /// On the process's shared Redis handle.
     pub fn new(redis: Redis) -> Self {
-        RedisPeople {
+        RedisStore {
             redis,
             own: Script::new(LUA_SELF),
             pair: Script::new(LUA_PAIR),
@@ -142,7 +153,7 @@ impl RedisPeople {
         result.map_err(unavailable)
     }
 
-    pub async fn put_profile(
+    pub(super) async fn put_profile(
         &self,
         id: &EntryId,
         profile: &Profile,
@@ -169,7 +180,7 @@ impl RedisPeople {
         Ok(p)
     }
 
-    pub async fn profile(&self, id: &EntryId) -> Result<Option<Profile>, PeopleError> {
+    pub(super) async fn profile(&self, id: &EntryId) -> Result<Option<Profile>, PeopleError> {
         let k = key(id.as_str(), "profile");
         let (json, premium): (Option<String>, Option<String>) = self
             .call(|mut c| async move {
@@ -184,7 +195,7 @@ impl RedisPeople {
         Ok(parse_profile(json, premium))
     }
 
-    pub async fn set_premium(
+    pub(super) async fn set_premium(
         &self,
         id: &EntryId,
         premium: bool,
@@ -210,9 +221,71 @@ impl RedisPeople {
         self.profile(id).await
     }
 
+    /// Rounds of index candidates (fresh, not oneself), each screened in one Redis round
+    /// trip ([`Self::screen`]), then the preferences; rounds double in size until the page
+    /// is full, the candidates run out, or `ctx.max_examined` were looked at.
+    pub(super) async fn recommend(
+        &self,
+        index: &Index,
+        me: &EntryId,
+        mut after: Option<PageKey>,
+        ctx: &Ctx,
+    ) -> Result<RecommendationsPage, PeopleError> {
+        let mine = self
+            .profile(me)
+            .await?
+            .ok_or_else(|| PeopleError::ProfileRequired(me.to_string()))?
+            .prefs();
+        let at = position_of(index, me)?;
+        let filter = Filter::any().kind(Kind::Profile);
+        let mut profiles = Vec::with_capacity(ctx.limit);
+        let mut k = (ctx.limit * 2).min(MAX_BATCH);
+        let mut examined = 0;
+        loop {
+            let page =
+                index.nearest_page(&at, k, &filter, Some(mine.max_m()), after.as_ref(), |n| {
+                    n.entry.updated_at_ms >= ctx.fresh_since_ms && n.entry.id != *me
+                });
+            examined += page.len();
+            let exhausted = page.len() < k;
+            let ids: Vec<EntryId> = page.iter().map(|(n, _)| n.entry.id.clone()).collect();
+            let screened = self.screen(me, &ids).await?;
+            for ((n, key), them) in page.into_iter().zip(screened) {
+                if let Some(them) = them {
+                    if mine.mutual(&them.prefs(), n.distance_m, ctx.today) {
+                        profiles.push(Recommendation {
+                            card: them.card(ctx.today),
+                            distance_km: distance_km(n.distance_m),
+                        });
+                    }
+                }
+                after = Some(key);
+                if profiles.len() == ctx.limit {
+                    return Ok(RecommendationsPage {
+                        profiles,
+                        next_cursor: after.as_ref().map(cursor::encode),
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(RecommendationsPage {
+                    profiles,
+                    next_cursor: None,
+                });
+            }
+            if examined >= ctx.max_examined {
+                return Ok(RecommendationsPage {
+                    profiles,
+                    next_cursor: after.as_ref().map(cursor::encode),
+                });
+            }
+            k = (k * 2).min(MAX_BATCH);
+        }
+    }
+
     /// For each candidate, its profile, or `None` when the viewer swiped it, either blocked
     /// the other, or it has no profile: one round trip for the whole batch.
-    pub async fn screen(
+    async fn screen(
         &self,
         me: &EntryId,
         ids: &[EntryId],
@@ -257,7 +330,7 @@ impl RedisPeople {
         Ok(out)
     }
 
-    pub async fn swipe(
+    pub(super) async fn swipe(
         &self,
         me: &EntryId,
         target: &EntryId,
@@ -266,7 +339,7 @@ impl RedisPeople {
         limits: Limits,
     ) -> Result<SwipeVerdict, PeopleError> {
         let (m, t) = (me.as_str(), target.as_str());
-        let day = super::date::ymd_of(now_ms);
+        let day = ymd_of(now_ms);
         let mut own = self.own.prepare_invoke();
         own.key(key(m, "swiped"))
             .key(key(m, "hidden"))
@@ -376,11 +449,11 @@ impl RedisPeople {
         .await
     }
 
-    pub async fn matches(
+    pub(super) async fn matches(
         &self,
         me: &EntryId,
         max: usize,
-    ) -> Result<Vec<(Profile, i64)>, PeopleError> {
+    ) -> Result<Vec<Matched>, PeopleError> {
         let k = key(me.as_str(), "matches");
         let listed = self.newest(&k, max).await?;
         let ids: Vec<String> = listed.iter().map(|(id, _)| id.clone()).collect();
@@ -402,11 +475,11 @@ impl RedisPeople {
             .into_iter()
             .zip(live)
             .filter(|(_, live)| *live)
-            .filter_map(|((id, at), _)| Some((profiles.remove(&id)?, at)))
+            .filter_map(|((id, at), _)| Some((Arc::new(profiles.remove(&id)?), at)))
             .collect())
     }
 
-    pub async fn unmatch(&self, me: &EntryId, other: &EntryId) -> Result<bool, PeopleError> {
+    pub(super) async fn unmatch(&self, me: &EntryId, other: &EntryId) -> Result<bool, PeopleError> {
         let pk = pair_key(me.as_str(), other.as_str());
         let removed: i64 = self
             .call(|mut c| async move {
@@ -431,7 +504,7 @@ impl RedisPeople {
         Ok(removed == 1)
     }
 
-    pub async fn block(&self, me: &EntryId, other: &EntryId) -> Result<(), PeopleError> {
+    pub(super) async fn block(&self, me: &EntryId, other: &EntryId) -> Result<(), PeopleError> {
         let (m, o) = (me.as_str(), other.as_str());
         let mut inv = self.block.prepare_invoke();
         inv.key(pair_key(m, o));
@@ -449,17 +522,13 @@ impl RedisPeople {
             .await
     }
 
-    pub async fn likes_count(&self, me: &EntryId) -> Result<usize, PeopleError> {
+    pub(super) async fn likes_count(&self, me: &EntryId) -> Result<usize, PeopleError> {
         let k = key(me.as_str(), "likers");
         self.call(|mut c| async move { redis::cmd("ZCARD").arg(&k).query_async(&mut c).await })
             .await
     }
 
-    pub async fn likes(
-        &self,
-        me: &EntryId,
-        max: usize,
-    ) -> Result<Vec<(Profile, i64, bool)>, PeopleError> {
+    pub(super) async fn likes(&self, me: &EntryId, max: usize) -> Result<Vec<Liked>, PeopleError> {
         let k = key(me.as_str(), "likers");
         let listed = self.newest(&k, max).await?;
         if listed.is_empty() {
@@ -481,7 +550,7 @@ impl RedisPeople {
         Ok(listed
             .into_iter()
             .zip(sup)
-            .filter_map(|((id, at), s)| Some((profiles.remove(&id)?, at, s == 1)))
+            .filter_map(|((id, at), s)| Some((Arc::new(profiles.remove(&id)?), at, s == 1)))
             .collect())
     }
 }

@@ -9,52 +9,52 @@
 //!   `state|at_ms|by` transitions) and `…:ex` (set of drivers who declined or timed out);
 //! - `gm:{r}:offer:<id>` hash: `ride`, `driver`, `token`, `distance`, `eta`, `expires`;
 //! - `gm:{r}:drv:<driver>` hash: `token` (the fencing token: incremented by every claim of
-//!   the driver), `offer` or `ride` while the driver holds one — the driver lock;
+//!   the driver), `offer` or `ride` while the driver holds one — the driver lock (read by
+//!   [`DriverLocks`] for location ingest);
 //! - `gm:{r}:open:<rider>`: the rider's open ride; `gm:{r}:idem:<len>:<rider>:<key>`: hash
 //!   `body`, `ride` (written with the ride, in the create script) and `pending` (since when
 //!   the request is being answered; the claim of its first offer removes it) of an
 //!   `Idempotency-Key`;
 //! - sorted sets `gm:{r}:deadlines` (offer → expiry), `gm:{r}:due` (scheduled ride →
 //!   dispatch time), `gm:{r}:idle` (dispatching ride without an offer → since); set
-//!   `gm:{r}:open` of rides not yet ended.
+//!   `gm:{r}:open` of rides not yet ended; `gm:{r}:batch`, the batch window's turn.
 //!
 //! An accept succeeds only while the driver's lock still holds that offer under the
 //! offer's token; trip steps only while the driver's lock holds the ride under the token it
 //! was accepted with. Scripts publish driver engagement on [`ENGAGED`] so that every
 //! replica's index stops proposing engaged drivers (a hint only: the lock decides).
+//!
+//! Times are the caller's `now`, except the expiry of keys (idempotency keys, ended
+//! rides), which is Redis's own TTL.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
-use geomatch_common::redis::Redis;
+use geomatch_common::ports::{Engagement, PortFuture};
+use geomatch_common::redis::{Redis, RedisError};
+use geomatch_index::Status;
 use prometheus::HistogramVec;
 use redis::Script;
 
-use crate::book::{BookError, Stepped};
-use crate::book::{
-    Candidate, Claim, Created, IdemKey, IdemSeen, OfferEnd, OfferRecord, RideBase, RideDoc, Step,
-    IDEM_PENDING_MS,
+use super::model::{
+    BookError, Claim, Created, IdemKey, IdemSeen, NewRide, OfferEnd, OfferRecord, Offering,
+    Refusable, RideBase, RideDoc, Step, Stepped, IDEM_PENDING_MS, RETENTION_MS,
 };
-use crate::ride::{DispatchError, RideState, Transition};
+use crate::ride::{DispatchError, DriverId, OfferId, RideId, RideState, Transition};
 
 const P: &str = "gm:{r}:";
 /// Pub/sub channel of driver engagement changes: `offered|id`, `busy|id`, `available|id`.
-pub const ENGAGED: &str = "gm:dispatch:engaged";
-/// Pub/sub channel of offers for drivers' WebSockets: `{"driver_id", "offer"}` JSON.
-pub const OFFERS: &str = "gm:dispatch:offers";
-/// Ended rides stay readable this long.
-const RETENTION_S: u64 = 7 * 86_400;
+pub(crate) const ENGAGED: &str = "gm:dispatch:engaged";
 
 const LUA_CREATE: &str = r#"
 -- KEYS: ride, tr, open:<rider>, idle, due, open set, idem
--- ARGV: id, base, rider, now, state, dispatch_at, tip, body, idem_ttl_s, answered ('1'),
---       pending_ms
-local seen = IDEM_SEEN(KEYS[7], ARGV[8], ARGV[4], ARGV[11])
+-- ARGV: id, base, rider, since, state, dispatch_at, tip, body, idem_ttl_s, answered ('1'),
+--       pending_ms, now
+local seen = IDEM_SEEN(KEYS[7], ARGV[8], ARGV[12], ARGV[11])
 if seen then return seen end
 local cur = redis.call('GET', KEYS[3])
 if cur then return {'open', cur} end
 redis.call('HSET', KEYS[7], 'body', ARGV[8], 'ride', ARGV[1])
-if ARGV[10] ~= '1' then redis.call('HSET', KEYS[7], 'pending', ARGV[4]) end
+if ARGV[10] ~= '1' then redis.call('HSET', KEYS[7], 'pending', ARGV[12]) end
 redis.call('EXPIRE', KEYS[7], ARGV[9])
 redis.call('HSET', KEYS[1], 'base', ARGV[2], 'rider', ARGV[3], 'state', ARGV[5],
   'attempts', 0, 'radius', 0, 'since', ARGV[4], 'tip', ARGV[7])
@@ -270,7 +270,6 @@ local function IDEM_SEEN(k, body, now, pending_ms)
   return {'replay', v[2]}
 end
 "#;
-
 /// A script and the step name its latency is recorded under.
 struct BookScript {
     name: &'static str,
@@ -292,19 +291,24 @@ fn key(parts: &[&str]) -> String {
     k
 }
 
-fn ride_keys(id: &str) -> [String; 3] {
-    let r = key(&["ride", id]);
+/// The driver lock of `driver`.
+fn driver_key(driver: &str) -> String {
+    key(&["drv", driver])
+}
+
+fn ride_keys(id: &RideId) -> [String; 3] {
+    let r = key(&["ride", id.as_str()]);
     let tr = format!("{r}:tr");
     let ex = format!("{r}:ex");
     [r, tr, ex]
 }
 
-fn state_of(s: &str) -> Option<RideState> {
-    serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
-}
-
 fn bad(what: &str) -> BookError {
     BookError(format!("malformed dispatch state in Redis: {what}"))
+}
+
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_owned()
 }
 
 /// `…:idem:<rider length>:<rider>:<key>`: the length keeps riders whose ids contain `:`
@@ -322,7 +326,7 @@ fn idem_reply(reply: &[String]) -> Result<Option<IdemSeen>, BookError> {
         Some("replay") => Some(IdemSeen::Replay(
             reply
                 .get(1)
-                .cloned()
+                .map(|r| RideId::from(r.as_str()))
                 .ok_or_else(|| bad("idempotency replay"))?,
         )),
         _ => None,
@@ -330,14 +334,14 @@ fn idem_reply(reply: &[String]) -> Result<Option<IdemSeen>, BookError> {
 }
 
 /// An offer from a script's reply: ride, driver, token, distance, eta, expires.
-fn offer_from(id: &str, f: &[String]) -> Result<OfferRecord, BookError> {
+fn offer_from(id: &OfferId, f: &[String]) -> Result<OfferRecord, BookError> {
     let [ride, driver, token, distance, eta, expires] = f else {
         return Err(bad("offer"));
     };
     Ok(OfferRecord {
-        id: id.to_owned(),
-        ride: ride.clone(),
-        driver: driver.clone(),
+        id: id.clone(),
+        ride: ride.as_str().into(),
+        driver: driver.as_str().into(),
         token: token.parse().map_err(|_| bad("offer token"))?,
         distance_m: distance.parse().map_err(|_| bad("offer distance"))?,
         eta_s: eta.parse().map_err(|_| bad("offer eta"))?,
@@ -345,8 +349,16 @@ fn offer_from(id: &str, f: &[String]) -> Result<OfferRecord, BookError> {
     })
 }
 
+/// The state named in a script's `{'state', <name>}` reply.
+fn state_in(reply: &[String]) -> Result<RideState, BookError> {
+    reply
+        .get(1)
+        .and_then(|s| RideState::parse(s))
+        .ok_or_else(|| bad("state"))
+}
+
 /// Dispatch state in Redis; see the module documentation for the layout.
-pub struct RedisBook {
+pub(crate) struct RedisBook {
     redis: Redis,
     latency: HistogramVec,
     create: BookScript,
@@ -363,7 +375,7 @@ pub struct RedisBook {
 impl RedisBook {
     /// On the process's shared Redis handle; each call's latency goes to `latency` (by
     /// step).
-    pub fn new(redis: Redis, latency: HistogramVec) -> Self {
+    pub(crate) fn new(redis: Redis, latency: HistogramVec) -> Self {
         RedisBook {
             redis,
             latency,
@@ -421,92 +433,6 @@ impl RedisBook {
         .await
     }
 
-    pub(crate) async fn idem_seen(
-        &self,
-        idem: &IdemKey<'_>,
-    ) -> Result<Option<IdemSeen>, BookError> {
-        let reply = self
-            .run(
-                &self.idem,
-                &[idem_key(idem)],
-                &[
-                    idem.body.to_owned(),
-                    crate::dispatch::now_ms().to_string(),
-                    IDEM_PENDING_MS.to_string(),
-                ],
-            )
-            .await?;
-        match idem_reply(&reply)? {
-            Some(seen) => Ok(Some(seen)),
-            None if reply.first().map(String::as_str) == Some("unused") => Ok(None),
-            None => Err(bad("idempotency reply")),
-        }
-    }
-
-    pub(crate) async fn idem_finish(&self, idem: &IdemKey<'_>) -> Result<(), BookError> {
-        let k = idem_key(idem);
-        self.call("idem_finish", |mut c| async move {
-            redis::cmd("HDEL")
-                .arg(&k)
-                .arg("pending")
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
-    }
-
-    pub(crate) async fn create(
-        &self,
-        ride: &RideDoc,
-        dispatch_at: i64,
-        idem: &IdemKey<'_>,
-        answered: bool,
-    ) -> Result<Created, BookError> {
-        let [r, tr, _] = ride_keys(&ride.base.id);
-        let base = serde_json::to_string(&ride.base).map_err(|e| BookError(e.to_string()))?;
-        let reply = self
-            .run(
-                &self.create,
-                &[
-                    r,
-                    tr,
-                    key(&["open", &ride.base.rider]),
-                    key(&["idle"]),
-                    key(&["due"]),
-                    key(&["open"]),
-                    idem_key(idem),
-                ],
-                &[
-                    ride.base.id.clone(),
-                    base,
-                    ride.base.rider.clone(),
-                    ride.since_ms.to_string(),
-                    ride.state.name().to_owned(),
-                    dispatch_at.to_string(),
-                    ride.tip_minor.to_string(),
-                    idem.body.to_owned(),
-                    idem.ttl_s.to_string(),
-                    if answered { "1" } else { "0" }.to_owned(),
-                    IDEM_PENDING_MS.to_string(),
-                ],
-            )
-            .await?;
-        if let Some(seen) = idem_reply(&reply)? {
-            return Ok(Created::Seen(seen));
-        }
-        match reply.first().map(String::as_str) {
-            Some("ok") => Ok(Created::Made),
-            Some("open") => Ok(Created::Open(reply.get(1).cloned().unwrap_or_default())),
-            _ => Err(bad("create reply")),
-        }
-    }
-
-    pub(crate) async fn ride(&self, id: &str) -> Result<Option<RideDoc>, BookError> {
-        let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) =
-            self.run_as(&self.read, &ride_keys(id), &[]).await?;
-        doc_from(fields, transitions, excluded)
-    }
-
     /// Runs a step script whose reply is `{{status...}}`, or `{{status...}, ride}` (the
     /// ride after the step, as [`LUA_DOC`] reads it); the status and the ride.
     async fn run_with_doc(
@@ -525,6 +451,377 @@ impl RedisBook {
             Err(_) => None,
         };
         Ok((status, doc))
+    }
+
+    pub(super) async fn idem_seen(
+        &self,
+        idem: &IdemKey<'_>,
+        now: i64,
+    ) -> Result<Option<IdemSeen>, BookError> {
+        let reply = self
+            .run(
+                &self.idem,
+                &[idem_key(idem)],
+                &[
+                    idem.body.to_owned(),
+                    now.to_string(),
+                    IDEM_PENDING_MS.to_string(),
+                ],
+            )
+            .await?;
+        match idem_reply(&reply)? {
+            Some(seen) => Ok(Some(seen)),
+            None if reply.first().map(String::as_str) == Some("unused") => Ok(None),
+            None => Err(bad("idempotency reply")),
+        }
+    }
+
+    pub(super) async fn idem_finish(&self, idem: &IdemKey<'_>) -> Result<(), BookError> {
+        let k = idem_key(idem);
+        self.call("idem_finish", |mut c| async move {
+            redis::cmd("HDEL")
+                .arg(&k)
+                .arg("pending")
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    pub(super) async fn create(&self, new: &NewRide<'_>, now: i64) -> Result<Created, BookError> {
+        let ride = new.ride;
+        let [r, tr, _] = ride_keys(&ride.base.id);
+        let base = serde_json::to_string(&ride.base).map_err(|e| BookError(e.to_string()))?;
+        let reply = self
+            .run(
+                &self.create,
+                &[
+                    r,
+                    tr,
+                    key(&["open", &ride.base.rider]),
+                    key(&["idle"]),
+                    key(&["due"]),
+                    key(&["open"]),
+                    idem_key(new.idem),
+                ],
+                &[
+                    ride.base.id.to_string(),
+                    base,
+                    ride.base.rider.clone(),
+                    ride.since_ms.to_string(),
+                    ride.state.name().to_owned(),
+                    new.dispatch_at.to_string(),
+                    ride.tip_minor.to_string(),
+                    new.idem.body.to_owned(),
+                    new.idem.ttl_s.to_string(),
+                    flag(new.answered),
+                    IDEM_PENDING_MS.to_string(),
+                    now.to_string(),
+                ],
+            )
+            .await?;
+        if let Some(seen) = idem_reply(&reply)? {
+            return Ok(Created::Seen(seen));
+        }
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Created::Made),
+            Some("open") => Ok(Created::Open(
+                reply
+                    .get(1)
+                    .map(|r| RideId::from(r.as_str()))
+                    .ok_or_else(|| bad("open ride"))?,
+            )),
+            _ => Err(bad("create reply")),
+        }
+    }
+
+    pub(super) async fn ride(&self, id: &RideId) -> Result<Option<RideDoc>, BookError> {
+        let (fields, transitions, excluded): (Vec<String>, Vec<String>, Vec<String>) =
+            self.run_as(&self.read, &ride_keys(id), &[]).await?;
+        doc_from(fields, transitions, excluded)
+    }
+
+    pub(super) async fn claim(&self, o: &Offering<'_>) -> Result<Claim, BookError> {
+        let [r, _, ex] = ride_keys(o.ride);
+        let mut keys = vec![r, ex, key(&["idle"]), key(&["deadlines"])];
+        keys.extend(o.answers.map(idem_key));
+        let mut args = vec![
+            o.ride.to_string(),
+            o.offer.to_string(),
+            o.expires_at_ms.to_string(),
+            o.max_attempts.to_string(),
+            o.radius.to_string(),
+        ];
+        for c in o.candidates {
+            args.push(c.driver.to_string());
+            args.push(format!("{:.1}", c.distance_m));
+            args.push(c.eta_s.to_string());
+        }
+        let reply = self.run(&self.claim, &keys, &args).await?;
+        match reply.first().map(String::as_str) {
+            Some("offered") => {
+                let [_, driver, token, distance, eta] = &reply[..] else {
+                    return Err(bad("claim reply"));
+                };
+                Ok(Claim::Offered(OfferRecord {
+                    id: o.offer.clone(),
+                    ride: o.ride.clone(),
+                    driver: driver.as_str().into(),
+                    token: token.parse().map_err(|_| bad("token"))?,
+                    distance_m: distance.parse().map_err(|_| bad("distance"))?,
+                    eta_s: eta.parse().map_err(|_| bad("eta"))?,
+                    expires_at_ms: o.expires_at_ms,
+                }))
+            }
+            Some("not_wanted") => Ok(Claim::NotWanted),
+            Some("taken") => Ok(Claim::AllTaken(
+                reply[1..].iter().map(|d| d.as_str().into()).collect(),
+            )),
+            _ => Err(bad("claim reply")),
+        }
+    }
+
+    pub(super) async fn close_offer(
+        &self,
+        offer: &OfferId,
+        driver: Option<&DriverId>,
+        how: OfferEnd,
+        now: i64,
+    ) -> Refusable<OfferRecord> {
+        let reply = self
+            .run(
+                &self.close,
+                &[
+                    key(&["offer", offer.as_str()]),
+                    key(&["deadlines"]),
+                    key(&["idle"]),
+                ],
+                &[
+                    offer.to_string(),
+                    driver.map_or_else(String::new, DriverId::to_string),
+                    flag(how == OfferEnd::TimedOut),
+                    now.to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("closed") => Ok(Ok(offer_from(offer, &reply[1..])?)),
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("gone") => Ok(Err(DispatchError::OfferGone)),
+            _ => Err(bad("close reply")),
+        }
+    }
+
+    pub(super) async fn accept(
+        &self,
+        offer: &OfferId,
+        driver: &DriverId,
+        now: i64,
+    ) -> Refusable<RideDoc> {
+        let (reply, doc) = self
+            .run_with_doc(
+                &self.accept,
+                &[key(&["offer", offer.as_str()]), key(&["deadlines"])],
+                &[offer.to_string(), driver.to_string(), now.to_string()],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("accepted") => {
+                let ride = reply.get(1).ok_or_else(|| bad("accept reply"))?;
+                match doc {
+                    Some(doc) => Ok(Ok(doc)),
+                    None => Ok(Err(DispatchError::RideNotFound(ride.as_str().into()))),
+                }
+            }
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("gone") => Ok(Err(DispatchError::OfferGone)),
+            Some("unavailable") => Ok(Err(DispatchError::DriverUnavailable)),
+            _ => Err(bad("accept reply")),
+        }
+    }
+
+    pub(super) async fn step(&self, ride: &RideId, step: Step<'_>, now: i64) -> Refusable<Stepped> {
+        let [r, tr, ex] = ride_keys(ride);
+        let from: String = step.from.iter().fold(",".to_owned(), |mut s, f| {
+            s.push_str(f.name());
+            s.push(',');
+            s
+        });
+        let (reply, doc) = self
+            .run_with_doc(
+                &self.step,
+                &[
+                    r,
+                    tr,
+                    key(&["deadlines"]),
+                    key(&["idle"]),
+                    key(&["due"]),
+                    key(&["open"]),
+                    ex,
+                ],
+                &[
+                    ride.to_string(),
+                    step.to.name().to_owned(),
+                    from,
+                    step.driver.map_or_else(String::new, DriverId::to_string),
+                    step.by.unwrap_or("").to_owned(),
+                    now.to_string(),
+                    flag(step.to.is_terminal()),
+                    (RETENTION_MS / 1000).to_string(),
+                ],
+            )
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => {
+                let withdrawn = match reply.get(1) {
+                    Some(offer) => Some(offer_from(&offer.as_str().into(), &reply[2..])?),
+                    None => None,
+                };
+                match doc {
+                    Some(ride) => Ok(Ok(Stepped { ride, withdrawn })),
+                    None => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
+                }
+            }
+            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
+            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
+            Some("state") => Ok(Err(DispatchError::WrongState(
+                state_in(&reply)?.name(),
+                step.to.name(),
+            ))),
+            _ => Err(bad("step reply")),
+        }
+    }
+
+    pub(super) async fn set_tip(&self, ride: &RideId, tip_minor: u64) -> Refusable<RideDoc> {
+        let [r, _, _] = ride_keys(ride);
+        let reply = self.run(&self.tip, &[r], &[tip_minor.to_string()]).await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => match self.ride(ride).await? {
+                Some(doc) => Ok(Ok(doc)),
+                None => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
+            },
+            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
+            Some("state") => Ok(Err(DispatchError::WrongState(
+                state_in(&reply)?.name(),
+                "not cancelled",
+            ))),
+            Some("lowered") => Ok(Err(DispatchError::TipLowered(
+                reply.get(1).and_then(|t| t.parse().ok()).unwrap_or(0),
+            ))),
+            _ => Err(bad("tip reply")),
+        }
+    }
+
+    pub(super) async fn offer(&self, offer: &OfferId) -> Result<Option<OfferRecord>, BookError> {
+        let k = key(&["offer", offer.as_str()]);
+        let fields: Vec<Option<String>> = self
+            .call("offer", |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg(&["ride", "driver", "token", "distance", "eta", "expires"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        if fields.iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        let fields: Vec<String> = fields.into_iter().flatten().collect();
+        offer_from(offer, &fields).map(Some)
+    }
+
+    pub(super) async fn offer_of_driver(
+        &self,
+        driver: &DriverId,
+    ) -> Result<Option<OfferRecord>, BookError> {
+        let k = driver_key(driver.as_str());
+        let offer: Option<String> = self
+            .call("offer_of_driver", |mut c| async move {
+                redis::cmd("HGET")
+                    .arg(&k)
+                    .arg("offer")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        match offer {
+            Some(o) => self.offer(&o.into()).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn expired_offers(&self, now: i64) -> Result<Vec<OfferId>, BookError> {
+        let k = key(&["deadlines"]);
+        let ids: Vec<String> = self
+            .call("expired_offers", |mut c| async move {
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&k)
+                    .arg("-inf")
+                    .arg(now)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(ids.into_iter().map(OfferId::from).collect())
+    }
+
+    pub(super) async fn start_due(&self, now: i64) -> Result<Vec<RideId>, BookError> {
+        let ids = self
+            .run(
+                &self.start_due,
+                &[key(&["due"]), key(&["idle"])],
+                &[now.to_string(), "1000".to_owned()],
+            )
+            .await?;
+        Ok(ids.into_iter().map(RideId::from).collect())
+    }
+
+    pub(super) async fn idle(&self) -> Result<Vec<(RideId, i64)>, BookError> {
+        let k = key(&["idle"]);
+        let flat: Vec<(String, f64)> = self
+            .call("idle", |mut c| async move {
+                redis::cmd("ZRANGE")
+                    .arg(&k)
+                    .arg(0)
+                    .arg(9999)
+                    .arg("WITHSCORES")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(flat
+            .into_iter()
+            .map(|(id, at)| (id.into(), at as i64))
+            .collect())
+    }
+
+    pub(super) async fn open_count(&self) -> Result<u64, BookError> {
+        let k = key(&["open"]);
+        self.call("open_count", |mut c| async move {
+            redis::cmd("SCARD").arg(&k).query_async(&mut c).await
+        })
+        .await
+    }
+
+    /// Takes a lock on a batch window: only one replica assigns each batch.
+    pub(super) async fn batch_turn(&self, window_ms: u64) -> Result<bool, BookError> {
+        let k = key(&["batch"]);
+        let won: Option<String> = self
+            .call("batch_turn", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(std::process::id())
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(window_ms.max(1))
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(won.is_some())
     }
 }
 
@@ -548,9 +845,9 @@ fn doc_from(
             "base" => {
                 base = Some(serde_json::from_str::<RideBase>(v).map_err(|_| bad("ride base"))?)
             }
-            "state" => doc_state = state_of(v),
-            "offer" => offer = Some(v.clone()),
-            "driver" => driver = Some(v.clone()),
+            "state" => doc_state = RideState::parse(v),
+            "offer" => offer = Some(OfferId::from(v.as_str())),
+            "driver" => driver = Some(DriverId::from(v.as_str())),
             "token" => token = v.parse().ok(),
             "eta" => eta = v.parse().ok(),
             "attempts" => attempts = v.parse().unwrap_or(0),
@@ -566,7 +863,7 @@ fn doc_from(
             let mut it = t.splitn(3, '|');
             let state = it
                 .next()
-                .and_then(state_of)
+                .and_then(RideState::parse)
                 .ok_or_else(|| bad("transition"))?;
             let at_ms = it
                 .next()
@@ -588,395 +885,46 @@ fn doc_from(
         radius,
         since_ms: since,
         tip_minor: tip,
-        excluded: excluded.into_iter().collect::<HashSet<_>>(),
+        excluded: excluded
+            .into_iter()
+            .map(DriverId::from)
+            .collect::<HashSet<_>>(),
     }))
 }
 
-impl RedisBook {
-    pub(crate) async fn claim(
-        &self,
-        ride: &str,
-        radius: usize,
-        candidates: &[Candidate],
-        max_attempts: u32,
-        (offer_id, expires_at_ms): (&str, i64),
-        answers: Option<&IdemKey<'_>>,
-    ) -> Result<Claim, BookError> {
-        let [r, _, ex] = ride_keys(ride);
-        let mut keys = vec![r, ex, key(&["idle"]), key(&["deadlines"])];
-        keys.extend(answers.map(idem_key));
-        let mut args = vec![
-            ride.to_owned(),
-            offer_id.to_owned(),
-            expires_at_ms.to_string(),
-            max_attempts.to_string(),
-            radius.to_string(),
-        ];
-        for c in candidates {
-            args.push(c.driver.clone());
-            args.push(format!("{:.1}", c.distance_m));
-            args.push(c.eta_s.to_string());
-        }
-        let reply = self.run(&self.claim, &keys, &args).await?;
-        match reply.first().map(String::as_str) {
-            Some("offered") => {
-                let [_, driver, token, distance, eta] = &reply[..] else {
-                    return Err(bad("claim reply"));
-                };
-                Ok(Claim::Offered(OfferRecord {
-                    id: offer_id.to_owned(),
-                    ride: ride.to_owned(),
-                    driver: driver.clone(),
-                    token: token.parse().map_err(|_| bad("token"))?,
-                    distance_m: distance.parse().map_err(|_| bad("distance"))?,
-                    eta_s: eta.parse().map_err(|_| bad("eta"))?,
-                    expires_at_ms,
-                }))
-            }
-            Some("not_wanted") => Ok(Claim::NotWanted),
-            Some("taken") => Ok(Claim::AllTaken(reply[1..].to_vec())),
-            _ => Err(bad("claim reply")),
-        }
-    }
-
-    pub(crate) async fn close_offer(
-        &self,
-        offer: &str,
-        driver: Option<&str>,
-        how: OfferEnd,
-        now: i64,
-    ) -> Result<Result<OfferRecord, DispatchError>, BookError> {
-        let reply = self
-            .run(
-                &self.close,
-                &[key(&["offer", offer]), key(&["deadlines"]), key(&["idle"])],
-                &[
-                    offer.to_owned(),
-                    driver.unwrap_or("").to_owned(),
-                    if how == OfferEnd::TimedOut { "1" } else { "0" }.to_owned(),
-                    now.to_string(),
-                ],
-            )
-            .await?;
-        match reply.first().map(String::as_str) {
-            Some("closed") => Ok(Ok(offer_from(offer, &reply[1..])?)),
-            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
-            Some("gone") => Ok(Err(DispatchError::OfferGone)),
-            _ => Err(bad("close reply")),
-        }
-    }
-
-    pub(crate) async fn accept(
-        &self,
-        offer: &str,
-        driver: &str,
-        now: i64,
-    ) -> Result<Result<RideDoc, DispatchError>, BookError> {
-        let (reply, doc) = self
-            .run_with_doc(
-                &self.accept,
-                &[key(&["offer", offer]), key(&["deadlines"])],
-                &[offer.to_owned(), driver.to_owned(), now.to_string()],
-            )
-            .await?;
-        match reply.first().map(String::as_str) {
-            Some("accepted") => {
-                let ride = reply.get(1).ok_or_else(|| bad("accept reply"))?;
-                match doc {
-                    Some(doc) => Ok(Ok(doc)),
-                    None => Ok(Err(DispatchError::RideNotFound(ride.clone()))),
-                }
-            }
-            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
-            Some("gone") => Ok(Err(DispatchError::OfferGone)),
-            Some("unavailable") => Ok(Err(DispatchError::DriverUnavailable)),
-            _ => Err(bad("accept reply")),
-        }
-    }
-
-    pub(crate) async fn step(
-        &self,
-        ride: &str,
-        step: Step<'_>,
-        now: i64,
-    ) -> Result<Result<Stepped, DispatchError>, BookError> {
-        let [r, tr, ex] = ride_keys(ride);
-        let from: String = step.from.iter().fold(",".to_owned(), |mut s, f| {
-            s.push_str(f.name());
-            s.push(',');
-            s
-        });
-        let (reply, doc) = self
-            .run_with_doc(
-                &self.step,
-                &[
-                    r,
-                    tr,
-                    key(&["deadlines"]),
-                    key(&["idle"]),
-                    key(&["due"]),
-                    key(&["open"]),
-                    ex,
-                ],
-                &[
-                    ride.to_owned(),
-                    step.to.name().to_owned(),
-                    from,
-                    step.driver.unwrap_or("").to_owned(),
-                    step.by.unwrap_or("").to_owned(),
-                    now.to_string(),
-                    if step.to.is_terminal() { "1" } else { "0" }.to_owned(),
-                    RETENTION_S.to_string(),
-                ],
-            )
-            .await?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => {
-                let withdrawn = match reply.get(1) {
-                    Some(offer) => Some(offer_from(offer, &reply[2..])?),
-                    None => None,
-                };
-                match doc {
-                    Some(ride) => Ok(Ok(Stepped { ride, withdrawn })),
-                    None => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
-                }
-            }
-            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
-            Some("forbidden") => Ok(Err(DispatchError::Forbidden)),
-            Some("state") => {
-                let st = reply
-                    .get(1)
-                    .and_then(|s| state_of(s))
-                    .ok_or_else(|| bad("state"))?;
-                Ok(Err(DispatchError::WrongState(st.name(), step.to.name())))
-            }
-            _ => Err(bad("step reply")),
-        }
-    }
-
-    pub(crate) async fn set_tip(
-        &self,
-        ride: &str,
-        tip_minor: u64,
-    ) -> Result<Result<RideDoc, DispatchError>, BookError> {
-        let [r, _, _] = ride_keys(ride);
-        let reply = self.run(&self.tip, &[r], &[tip_minor.to_string()]).await?;
-        match reply.first().map(String::as_str) {
-            Some("ok") => match self.ride(ride).await? {
-                Some(doc) => Ok(Ok(doc)),
-                None => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
-            },
-            Some("not_found") => Ok(Err(DispatchError::RideNotFound(ride.to_owned()))),
-            Some("state") => {
-                let st = reply
-                    .get(1)
-                    .and_then(|s| state_of(s))
-                    .ok_or_else(|| bad("state"))?;
-                Ok(Err(DispatchError::WrongState(st.name(), "not cancelled")))
-            }
-            Some("lowered") => Ok(Err(DispatchError::TipLowered(
-                reply.get(1).and_then(|t| t.parse().ok()).unwrap_or(0),
-            ))),
-            _ => Err(bad("tip reply")),
-        }
-    }
-
-    pub(crate) async fn offer(&self, offer: &str) -> Result<Option<OfferRecord>, BookError> {
-        let k = key(&["offer", offer]);
-        let fields: Vec<Option<String>> = self
-            .call("offer", |mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(&k)
-                    .arg(&["ride", "driver", "token", "distance", "eta", "expires"])
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        if fields.iter().any(Option::is_none) {
-            return Ok(None);
-        }
-        let fields: Vec<String> = fields.into_iter().flatten().collect();
-        offer_from(offer, &fields).map(Some)
-    }
-
-    pub(crate) async fn offer_of_driver(
-        &self,
-        driver: &str,
-    ) -> Result<Option<OfferRecord>, BookError> {
-        let k = geomatch_common::redis_keys::dispatch_driver(driver);
-        let offer: Option<String> = self
-            .call("offer_of_driver", |mut c| async move {
-                redis::cmd("HGET")
-                    .arg(&k)
-                    .arg("offer")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        match offer {
-            Some(o) => self.offer(&o).await,
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) async fn expired_offers(&self, now: i64) -> Result<Vec<String>, BookError> {
-        let k = key(&["deadlines"]);
-        self.call("expired_offers", |mut c| async move {
-            redis::cmd("ZRANGEBYSCORE")
-                .arg(&k)
-                .arg("-inf")
-                .arg(now)
-                .arg("LIMIT")
-                .arg(0)
-                .arg(1000)
-                .query_async(&mut c)
-                .await
-        })
-        .await
-    }
-
-    pub(crate) async fn start_due(&self, now: i64) -> Result<Vec<String>, BookError> {
-        self.run(
-            &self.start_due,
-            &[key(&["due"]), key(&["idle"])],
-            &[now.to_string(), "1000".to_owned()],
-        )
-        .await
-    }
-
-    pub(crate) async fn idle(&self) -> Result<Vec<(String, i64)>, BookError> {
-        let k = key(&["idle"]);
-        let flat: Vec<(String, f64)> = self
-            .call("idle", |mut c| async move {
-                redis::cmd("ZRANGE")
-                    .arg(&k)
-                    .arg(0)
-                    .arg(9999)
-                    .arg("WITHSCORES")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(flat.into_iter().map(|(id, at)| (id, at as i64)).collect())
-    }
-
-    pub(crate) async fn open_count(&self) -> Result<u64, BookError> {
-        let k = key(&["open"]);
-        self.call("open_count", |mut c| async move {
-            redis::cmd("SCARD").arg(&k).query_async(&mut c).await
-        })
-        .await
-    }
-
-    /// Takes a lock on a batch window: only one replica assigns each batch.
-    pub(crate) async fn batch_turn(&self, window_ms: u64) -> Result<bool, BookError> {
-        let k = key(&["batch"]);
-        let won: Option<String> = self
-            .call("batch_turn", |mut c| async move {
-                redis::cmd("SET")
-                    .arg(&k)
-                    .arg(std::process::id())
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(window_ms.max(1))
-                    .query_async(&mut c)
-                    .await
-            })
-            .await?;
-        Ok(won.is_some())
-    }
-}
-
-/// Publishes offers on [`OFFERS`], for whichever process holds the driver's WebSocket.
-pub struct RedisNotifier {
+/// Reads the driver lock for location ingest: a driver holding an offer or a ride cannot
+/// change its own status, and its state shows the engagement.
+pub(super) struct DriverLocks {
     redis: Redis,
 }
 
-impl RedisNotifier {
-    pub fn new(redis: Redis) -> Self {
-        RedisNotifier { redis }
+impl DriverLocks {
+    pub(super) fn new(redis: Redis) -> Self {
+        DriverLocks { redis }
     }
 }
 
-/// An offer on its way to a driver's WebSocket through [`OFFERS`].
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct OfferEvent {
-    pub driver_id: String,
-    pub offer: crate::ride::OfferView,
-}
-
-impl crate::dispatch::Notifier for RedisNotifier {
-    fn offer(&self, driver_id: &str, offer: &crate::ride::OfferView) {
-        let event = OfferEvent {
-            driver_id: driver_id.to_owned(),
-            offer: offer.clone(),
-        };
-        let Ok(payload) = serde_json::to_string(&event) else {
-            return;
-        };
-        let redis = self.redis.clone();
-        // Best effort: a driver without the push still finds the offer by polling.
-        tokio::spawn(async move {
-            let (sent, _) = geomatch_common::redis::call(&redis, |mut c| async move {
-                redis::cmd("PUBLISH")
-                    .arg(OFFERS)
-                    .arg(payload)
-                    .query_async::<i64>(&mut c)
+impl Engagement for DriverLocks {
+    fn engagement<'a>(
+        &'a self,
+        driver: &'a str,
+    ) -> PortFuture<'a, Result<Option<Status>, RedisError>> {
+        Box::pin(async move {
+            let k = driver_key(driver);
+            let (held, _) = geomatch_common::redis::call(&self.redis, |mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(&k)
+                    .arg("offer")
+                    .arg("ride")
+                    .query_async::<(Option<String>, Option<String>)>(&mut c)
                     .await
             })
             .await;
-            if sent.is_err() {
-                tracing::warn!("could not publish an offer; the driver can still poll it");
-            }
-        });
-    }
-}
-
-/// Follows dispatch's pub/sub channels until the process stops, reconnecting after
-/// failures: engagement of drivers (other replicas' offers and rides) into `dispatcher`'s
-/// search hints, and offers to the drivers connected to this process through `deliver`.
-pub async fn follow_events(
-    url: String,
-    dispatcher: Option<std::sync::Arc<crate::Dispatcher>>,
-    deliver: Option<std::sync::Arc<dyn crate::dispatch::Notifier>>,
-) {
-    use futures_util::StreamExt;
-    loop {
-        let result: redis::RedisResult<()> = async {
-            let client = redis::Client::open(url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&[ENGAGED, OFFERS]).await?;
-            // Announcements made while disconnected are lost: start from the index.
-            if let Some(d) = &dispatcher {
-                d.forget_engagements();
-            }
-            let mut messages = pubsub.on_message();
-            while let Some(msg) = messages.next().await {
-                let payload: String = msg.get_payload()?;
-                match msg.get_channel_name() {
-                    ENGAGED => {
-                        if let (Some(d), Some((what, driver))) =
-                            (&dispatcher, payload.split_once('|'))
-                        {
-                            d.engaged_elsewhere(driver, what != "available");
-                        }
-                    }
-                    OFFERS => {
-                        if let (Some(n), Ok(e)) =
-                            (&deliver, serde_json::from_str::<OfferEvent>(&payload))
-                        {
-                            n.offer(&e.driver_id, &e.offer);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "dispatch events: connection lost; reconnecting");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(match held? {
+                (_, Some(_)) => Some(Status::Busy),
+                (Some(_), None) => Some(Status::Offered),
+                (None, None) => None,
+            })
+        })
     }
 }
