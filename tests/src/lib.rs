@@ -6,7 +6,6 @@
 pub mod structure;
 pub mod swarm;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -376,6 +375,8 @@ pub async fn spawn_process(
         address: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::new(),
         redis: Some(redis.clone()),
+        // Another process: its clock is the system's.
+        clock: Clock::System,
         auth: Authenticator::new(&test_settings().auth),
     };
     let started = Instant::now();

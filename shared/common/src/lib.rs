@@ -39,7 +39,6 @@ pub mod http;
 pub mod metrics;
 pub mod ports;
 pub mod redis;
-pub mod redis_keys;
 pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]

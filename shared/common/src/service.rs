@@ -139,6 +139,11 @@ impl Part {
         }
     }
 
+    /// The routes alone, shareable with every HTTP worker (take the tasks out first).
+    pub fn mounted(&self) -> Mounted {
+        Mounted(self.routes.clone().into())
+    }
+
     /// The OpenAPI paths and schemas, to merge into the process's document.
     pub fn openapi_parts(
         &self,
@@ -160,6 +165,18 @@ impl Part {
         Part {
             tasks: self.take_tasks(),
             ..Part::default()
+        }
+    }
+}
+
+/// The routes of the mounted parts, registered on each HTTP worker's app.
+#[derive(Clone)]
+pub struct Mounted(Arc<[Routes]>);
+
+impl Mounted {
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        for routes in self.0.iter() {
+            routes(cfg);
         }
     }
 }
