@@ -62,7 +62,11 @@ fn named_paths(text: &str, at: &[String]) -> Vec<Vec<String>> {
             let begin = from + i;
             from = begin + start.len();
             // Only a path's first segment: not `foo::crate::` or an identifier's tail.
-            if begin > 0 && (bytes[begin - 1].is_ascii_alphanumeric() || bytes[begin - 1] == b'_' || bytes[begin - 1] == b':') {
+            if begin > 0
+                && (bytes[begin - 1].is_ascii_alphanumeric()
+                    || bytes[begin - 1] == b'_'
+                    || bytes[begin - 1] == b':')
+            {
                 continue;
             }
             let mut base: Vec<String> = match start {
@@ -79,7 +83,14 @@ fn named_paths(text: &str, at: &[String]) -> Vec<Vec<String>> {
             }
             let path: String = tail
                 .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':' || *c == '{' || *c == ',' || *c == ' ')
+                .take_while(|c| {
+                    c.is_ascii_alphanumeric()
+                        || *c == '_'
+                        || *c == ':'
+                        || *c == '{'
+                        || *c == ','
+                        || *c == ' '
+                })
                 .collect();
             let (head, group) = match path.split_once('{') {
                 Some((h, g)) => (h, Some(g)),
@@ -96,7 +107,12 @@ fn named_paths(text: &str, at: &[String]) -> Vec<Vec<String>> {
                     for item in g.split(',') {
                         let mut p = base.clone();
                         p.extend(head.iter().cloned());
-                        p.extend(item.split("::").map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+                        p.extend(
+                            item.split("::")
+                                .map(str::trim)
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_owned),
+                        );
                         out.push(p);
                     }
                 }

@@ -8,6 +8,9 @@
 //! `pricing.pickup_radius_m`, two ETAs, fare, demand, HMAC signature. An ETA batch is one
 //! origin and 50 metro destinations.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};

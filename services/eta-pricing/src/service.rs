@@ -121,7 +121,7 @@ impl EtaPricing {
 
     /// The time now, from the process's clock.
     pub(crate) fn now(&self) -> i64 {
-        self.clock.now_ms()
+        self.clock.now()
     }
 
     pub(crate) fn settings(&self) -> &PricingSettings {

@@ -1,5 +1,8 @@
 //! Replicas as deployed: separate `geomatch` processes sharing one real redis-server.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

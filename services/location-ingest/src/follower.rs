@@ -207,7 +207,7 @@ impl Follower {
     /// Applies one event (or snapshot row); returns how many drivers it was understood
     /// for (a `locations` event carries many).
     fn apply(&self, kind: Kind, m: &HashMap<String, String>) -> usize {
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let at: i64 = field(m, "at").and_then(|v| v.parse().ok()).unwrap_or(now);
         self.metrics.lag_ms.set((now - at).max(0));
         let applied = match field(m, "type") {

@@ -113,7 +113,7 @@ impl Ingest {
         kind: Kind,
         reports: &[(EntryId, LocationBody)],
     ) -> Vec<Result<Outcome, IngestError>> {
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let mut results: Vec<Option<Result<Outcome, IngestError>>> =
             Vec::with_capacity(reports.len());
         let mut valid = Vec::new();
@@ -221,7 +221,7 @@ impl Ingest {
         }
         let entry = self
             .store
-            .set_status(id, status, attrs, self.clock.now_ms())
+            .set_status(id, status, attrs, self.clock.now())
             .await?;
         self.view(entry).await
     }

@@ -10,6 +10,9 @@
 //! `cargo bench -p matching --bench people` (set `PEOPLE_BENCH_N` for another size;
 //! `PEOPLE_BENCH_NO_REDIS=1` skips the peer).
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

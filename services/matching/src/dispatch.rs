@@ -147,7 +147,7 @@ impl Dispatcher {
             body: &body,
             ttl_s: self.settings.idempotency_ttl_s,
         };
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let (doc, dispatch_at) = match self.new_ride(rider, req, now) {
             Ok(made) => made,
             Err(refused) => {
@@ -385,7 +385,7 @@ impl Dispatcher {
                 if ride.attempts == 0 {
                     self.metrics
                         .to_first_offer
-                        .observe((self.clock.now_ms() - ride.since_ms).max(0) as f64 / 1000.0);
+                        .observe((self.clock.now() - ride.since_ms).max(0) as f64 / 1000.0);
                 }
                 self.push(&offer.driver, &ride.offer_view(offer));
             }
@@ -582,7 +582,7 @@ impl Dispatcher {
         offer_id: &OfferId,
         driver: &DriverId,
     ) -> Result<RideView, DispatchError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let ride = self.book.accept(offer_id, driver, now).await??;
         self.metrics.offers.with_label_values(&["accepted"]).inc();
         self.metrics
@@ -597,7 +597,7 @@ impl Dispatcher {
         offer_id: &OfferId,
         driver: &DriverId,
     ) -> Result<(), DispatchError> {
-        let now = self.clock.now_ms();
+        let now = self.clock.now();
         let offer = self
             .book
             .close_offer(offer_id, Some(driver), OfferEnd::Declined, now)
@@ -626,7 +626,7 @@ impl Dispatcher {
             driver,
             by: driver.map(DriverId::as_str),
         };
-        let done = self.book.step(ride_id, step, self.clock.now_ms()).await??;
+        let done = self.book.step(ride_id, step, self.clock.now()).await??;
         if to.is_terminal() {
             self.ended(to);
         }
@@ -651,7 +651,7 @@ impl Dispatcher {
             driver: None,
             by: Some(by),
         };
-        let done = self.book.step(ride_id, step, self.clock.now_ms()).await??;
+        let done = self.book.step(ride_id, step, self.clock.now()).await??;
         if done.withdrawn.is_some() {
             self.metrics.offers.with_label_values(&["withdrawn"]).inc();
         }
@@ -701,7 +701,7 @@ impl Dispatcher {
             filter = filter.vehicle_class(code as u8);
         }
         let found = {
-            let free = self.hints.free_at(self.clock.now_ms());
+            let free = self.hints.free_at(self.clock.now());
             self.index.nearest_where(
                 at,
                 k.min(self.settings.max_nearby),
@@ -954,7 +954,7 @@ mod tests {
         );
 
         // b lets it time out: nothing moves before its deadline, then c is asked.
-        let deadline = f.clock.now_ms() + 15_000;
+        let deadline = f.clock.now() + 15_000;
         assert_eq!(f.dispatcher.sweep(deadline - 1).await, Ok(0));
         assert!(f.offered("b").await.is_some());
         f.clock.set(deadline);

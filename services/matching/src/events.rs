@@ -94,7 +94,7 @@ pub(crate) async fn follow_hints(redis: Redis, hints: Arc<Hints>, clock: Clock) 
     let reconnected = || hints.forget_all();
     follow(&redis, ENGAGED, reconnected, |payload| {
         if let Some((what, driver)) = payload.split_once('|') {
-            hints.announced(driver, what != "available", clock.now_ms());
+            hints.announced(driver, what != "available", clock.now());
         }
     })
     .await

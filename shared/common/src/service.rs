@@ -192,6 +192,6 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        step(clock.now_ms()).await;
+        step(clock.now()).await;
     }
 }

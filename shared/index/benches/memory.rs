@@ -5,6 +5,9 @@
 //! Bytes are those requested from the allocator (malloc's own overhead is not included);
 //! the RSS growth is printed beside them.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicIsize, Ordering};

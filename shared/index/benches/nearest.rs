@@ -2,6 +2,9 @@
 //! R-tree with the filter applied while iterating, and brute force.
 //! `cargo bench -p geomatch-index --bench nearest`
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -4,6 +4,9 @@
 //! R-tree, and the mixed load (one writer and one reader thread at once).
 //! `cargo bench -p geomatch-index --bench scenario`
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,9 @@
 //! Upsert (move) throughput: geomatch's index against a plain R-tree (remove + insert).
 //! `cargo bench -p geomatch-index --bench upsert`
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -1,5 +1,8 @@
 //! Many writers and readers on one index at once, checked against the recorded history.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,5 +1,8 @@
 //! Every query of the index agrees with brute force, everywhere on Earth.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 
 use geomatch_index::oracle::{awkward_position, check_nearest, BruteForce, Metro};

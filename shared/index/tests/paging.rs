@@ -1,6 +1,9 @@
 //! `nearest_page`: paging through a nearest query in (distance, id) order never repeats
 //! or skips an entry, ties of distance included, and `keep` decides before the limit.
 
+// Test and benchmark code may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 
 use geomatch_index::{EntryId, Filter, Index, IndexConfig, Kind, PageKey, Position, Update};

@@ -209,9 +209,7 @@ in_both_modes!(
             (Some(37.5), Some(10))
         );
         // Without seq, device time orders.
-        let t = 1_900_000_000_000i64.min(
-            geomatch_common::now_ms(),
-        );
+        let t = 1_900_000_000_000i64.min(geomatch_common::now_ms());
         assert_eq!(
             json_of(push(&app, "d2", json!({"lat": 1.0, "lng": 1.0, "ts_ms": t})).await).await
                 ["result"],
@@ -235,8 +233,7 @@ in_both_modes!(
 );
 
 in_both_modes!(a_jump_faster_than_300_kmh_is_implausible, |app| {
-    let t = geomatch_common::now_ms()
-        - 20_000;
+    let t = geomatch_common::now_ms() - 20_000;
     push(&app, "d1", json!({"lat": 37.5, "lng": 127.0, "ts_ms": t})).await;
     // 10 km in 10 s = 3,600 km/h.
     assert_problem(

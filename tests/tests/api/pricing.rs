@@ -11,7 +11,6 @@ use geomatch_e2e::{assert_problem, spawn_in, spawn_replica, TestApp};
 use h3o::{LatLng, Resolution};
 use serde_json::{json, Value};
 
-
 /// Surge recomputed every second with no time smoothing, replicas syncing with Redis
 /// every 100 ms, and drivers that may push as fast as the tests need.
 fn fast(s: &mut Settings) {

@@ -109,7 +109,7 @@ impl People {
 
     /// The process's time, for the routes.
     fn now(&self) -> i64 {
-        self.clock.now_ms()
+        self.clock.now()
     }
 
     fn limits(&self) -> Limits {
@@ -308,7 +308,7 @@ mod tests {
     async fn build_serves_the_routes_and_evicts_only_stale_profiles_from_the_index() {
         let clock = Clock::manual(1_795_255_200_000);
         let deps = Deps::new(Settings::default(), clock.clone()).expect("deps");
-        let now = clock.now_ms();
+        let now = clock.now();
         let stale = now - deps.settings.people.not_seen_for_s as i64 * 1000 - 1;
         let at = Position::new(37.5665, 126.978).expect("a position");
         for (name, kind, seen) in [
