@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use geomatch_common::auth::Role;
-use geomatch_common::Mode;
+use geomatch_common::{Clock, Mode};
 use geomatch_e2e::json_of as body;
 use geomatch_e2e::swarm::{self, online};
-use geomatch_e2e::{assert_problem, spawn_in, TestApp};
+use geomatch_e2e::{assert_problem, spawn_at, spawn_in, TestApp};
 use serde_json::{json, Value};
 
 fn ride_body(lat: f64, lng: f64) -> Value {
@@ -23,7 +23,12 @@ async fn offer_of(app: &TestApp, driver: &str) -> Option<Value> {
 }
 
 async fn app_with(mode: Mode, offer_timeout_s: u64) -> TestApp {
-    spawn_in(mode, |s| {
+    app_at(mode, offer_timeout_s, Clock::System).await
+}
+
+/// [`app_with`] on `clock` (a manual clock: the test moves time).
+async fn app_at(mode: Mode, offer_timeout_s: u64, clock: Clock) -> TestApp {
+    spawn_at(mode, clock, |s| {
         s.matching.offer_timeout_s = offer_timeout_s;
         s.ingest.rate_per_s = 1000.0;
         s.ingest.burst = 1000.0;
@@ -93,7 +98,7 @@ both_modes! {
 
 both_modes! {
     async fn a_decline_or_a_timeout_moves_the_offer_to_the_next_driver_and_excludes_the_first(mode: Mode) {
-    let app = app_with(mode, 1).await;
+    let app = app_at(mode, 1, Clock::manual_at_now()).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     online(&app, "b", 37.5005, 127.0, "standard").await;
     online(&app, "c", 37.5010, 127.0, "standard").await;
@@ -112,9 +117,13 @@ both_modes! {
         offer_of(&app, "b").await.is_some(),
         "declined: the next nearest"
     );
-    // b lets it time out (1 s).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(offer_of(&app, "b").await.is_none());
+    // b lets it time out (1 s): the next sweep finds the deadline passed.
+    app.clock.advance(1_500);
+    let started = std::time::Instant::now();
+    while offer_of(&app, "b").await.is_some() {
+        assert!(started.elapsed() < Duration::from_secs(5), "b's offer never timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let offer_c = offer_of(&app, "c").await.expect("timed out: the next one");
     assert!(
         offer_of(&app, "a").await.is_none(),
@@ -574,29 +583,29 @@ both_modes! {
 
 both_modes! {
     async fn a_scheduled_ride_waits_until_its_lead_time_then_dispatches(mode: Mode) {
-    let app = spawn_in(mode, |s| s.matching.schedule_lead_s = 1).await;
+    let clock = Clock::manual_at_now();
+    let app = spawn_at(mode, clock.clone(), |s| s.matching.schedule_lead_s = 1).await;
     online(&app, "a", 37.5001, 127.0, "standard").await;
     let rider = app.token("u1", Role::Rider);
-    let now = geomatch_common::now_ms();
+    let now = clock.now();
     let mut b = ride_body(37.5, 127.0);
     b["scheduled_at"] = json!(now + 2_500);
     let ride = body(app.post_ride(&rider, "k", &b).await).await;
     assert_eq!(ride["state"], "requested");
-    assert!(offer_of(&app, "a").await.is_none());
+    // Before the lead time (2.5 s ahead, 1 s lead): several sweeps pass, no offer.
+    clock.advance(1_400);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(offer_of(&app, "a").await.is_none(), "dispatched before its lead time");
+    // Just past the lead time: the next sweep dispatches it.
+    clock.advance(150);
     let started = std::time::Instant::now();
     while offer_of(&app, "a").await.is_none() {
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "never dispatched"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Not before the lead time: 2.5 s ahead with a 1 s lead means about 1.5 s of waiting.
-    assert!(
-        started.elapsed() >= Duration::from_millis(1000),
-        "{:?}",
-        started.elapsed()
-    );
     let mut too_far = ride_body(37.5, 127.0);
     too_far["scheduled_at"] = json!(now + 8 * 86_400_000);
     assert_problem(

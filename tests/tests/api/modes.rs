@@ -1,5 +1,5 @@
 //! Running one test body in both modes: embedded, and Redis mode against the harness's
-//! own redis-server. Each expansion site imports `spawn_in` and `Mode`.
+//! own redis-server. Each expansion site imports `spawn_in` and `Mode`; a manual clock as a second argument runs the body on it (`app.clock.advance(ms)` moves time).
 
 /// Runs `$body` as two tests, `embedded` and `redis`, in a module named after the rule.
 macro_rules! in_both_modes {
@@ -7,10 +7,20 @@ macro_rules! in_both_modes {
         in_both_modes!($name, |_s| {}, |$app| $body);
     };
     ($name:ident, |$s:ident| $tune:block, |$app:ident| $body:block) => {
+        in_both_modes!($name, geomatch_common::Clock::System, |$s| $tune, |$app| {
+            $body
+        });
+    };
+    // On `$clock` (a manual clock: the body moves time with `app.clock.advance(ms)`).
+    ($name:ident, $clock:expr, |$s:ident| $tune:block, |$app:ident| $body:block) => {
         mod $name {
             use super::*;
             async fn run(mode: Mode) {
-                let $app = spawn_in(mode, |$s: &mut geomatch_common::Settings| $tune).await;
+                let $app =
+                    geomatch_e2e::spawn_at(mode, $clock, |$s: &mut geomatch_common::Settings| {
+                        $tune
+                    })
+                    .await;
                 $body
             }
             #[tokio::test]

@@ -408,6 +408,7 @@ in_both_modes!(
 
 in_both_modes!(
     swiped_blocked_and_long_unseen_profiles_are_never_recommended,
+    geomatch_common::Clock::manual_at_now(),
     |s| {
         s.people.not_seen_for_s = 3;
     },
@@ -455,7 +456,7 @@ in_both_modes!(
         )
         .await;
         // Silent for longer than not_seen_for_s: gone; ana keeps reporting.
-        tokio::time::sleep(Duration::from_millis(3_300)).await;
+        app.clock.advance(3_300);
         let t = user(&app, "ana");
         let r = put(
             &app,

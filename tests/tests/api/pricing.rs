@@ -339,6 +339,7 @@ in_both_modes!(
 
 in_both_modes!(
     a_quote_expires_after_its_ttl,
+    geomatch_common::Clock::manual_at_now(),
     |s| {
         fast(s);
         s.pricing.quote_ttl_s = 1;
@@ -348,7 +349,9 @@ in_both_modes!(
         let q = body(app.post_quote(&rider, &trip("standard")).await).await;
         let id = q["quote_id"].as_str().unwrap();
         assert_eq!(app.get_quote(&rider, id).await.status(), 200);
-        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        app.clock.advance(999);
+        assert_eq!(app.get_quote(&rider, id).await.status(), 200);
+        app.clock.advance(101);
         assert_problem(app.get_quote(&rider, id).await, 422, "quote_expired").await;
     }
 );
