@@ -16,14 +16,15 @@
 //! - [`service`]: [`Deps`] and [`Part`], the seam between the binary and each service.
 //! - [`ports`]: what one service needs of another, as traits.
 //!
-//! A binary assembles them in this order (outermost middleware last):
+//! A binary builds [`Deps`] once, asks each service's `build` for its [`Part`], and mounts
+//! the parts in this order (outermost middleware last):
 //!
 //! ```text
 //! App::new()
 //!     .configure(|cfg| http::configure(cfg, settings.server.max_body_bytes))
-//!     .configure(|cfg| health::configure(cfg, readiness))
-//!     .configure(|cfg| metrics::configure(cfg, metrics.clone()))
-//!     .configure(location_ingest::configure) // …and the other services
+//!     .configure(|cfg| health::configure(cfg, deps.readiness()))
+//!     .configure(|cfg| metrics::configure(cfg, deps.metrics.clone()))
+//!     .configure(|cfg| mounted.configure(cfg)) // every selected service's routes
 //!     .wrap(from_fn(error::problem_responses))
 //!     .wrap(http::BodyLimit::new(settings.server.max_body_bytes))
 //!     .wrap(metrics.middleware())
