@@ -120,6 +120,7 @@ pub(crate) fn chord2_to_m(c2: f64) -> f64 {
 /// The great-circle distance reported for a candidate at squared chord `d2`: from the
 /// chord up to a quarter of the globe, where it is exact to nanometres; the haversine of
 /// the two positions beyond, where `asin` of a chord near 2 loses precision.
+#[inline]
 pub(crate) fn reported_m(d2: f64, a: &Position, b: &Position) -> f64 {
     if d2 < 2.0 {
         chord2_to_m(d2)

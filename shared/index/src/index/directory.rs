@@ -20,11 +20,13 @@ pub(super) struct Directory {
 }
 
 impl Directory {
+    #[inline]
     fn hash(id: &EntryId) -> u64 {
         use std::hash::BuildHasher;
         FxBuildHasher.hash_one(id.as_str())
     }
 
+    #[inline]
     pub(super) fn find(&self, id: &EntryId) -> Option<u32> {
         let names = &self.names;
         self.table
@@ -32,16 +34,19 @@ impl Directory {
             .copied()
     }
 
+    #[inline]
     pub(super) fn name(&self, handle: u32) -> &EntryId {
         self.names[handle as usize]
             .as_ref()
             .expect("a located handle has a name")
     }
 
+    #[inline]
     pub(super) fn loc(&self, handle: u32) -> u64 {
         self.locs[handle as usize].load(Ordering::Acquire)
     }
 
+    #[inline]
     pub(super) fn set_loc(&self, handle: u32, bucket: u32, slot: u32) {
         self.locs[handle as usize].store(pack_loc(bucket, slot), Ordering::Release);
     }
@@ -123,10 +128,12 @@ impl Directory {
     }
 }
 
+#[inline]
 fn pack_loc(bucket: u32, slot: u32) -> u64 {
     (u64::from(bucket) << 32) | u64::from(slot)
 }
 
+#[inline]
 pub(super) fn unpack_loc(loc: u64) -> (u32, u32) {
     ((loc >> 32) as u32, loc as u32)
 }

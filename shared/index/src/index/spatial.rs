@@ -37,12 +37,15 @@ pub(super) struct Cold {
 }
 
 impl Cold {
+    #[inline]
     pub(super) fn seq(&self) -> Option<u64> {
         self.seq1.checked_sub(1)
     }
+    #[inline]
     pub(super) fn device_ts(&self) -> Option<i64> {
         (self.device_ts_ms != i64::MIN).then_some(self.device_ts_ms)
     }
+    #[inline]
     pub(super) fn previous(&self, packed: Packed) -> Previous {
         Previous {
             position: self.position,
@@ -132,6 +135,7 @@ pub(super) struct Shape {
 
 impl Shape {
     /// Locks the bucket holding `handle` for writing; `None` when it has no position.
+    #[inline]
     pub(super) fn lock_entry(&self, handle: u32) -> Option<(RwLockWriteGuard<'_, Bucket>, usize)> {
         loop {
             let loc = self.dir.loc(handle);
@@ -147,6 +151,7 @@ impl Shape {
     }
 
     /// Locks the bucket holding `handle` for reading; `None` when it has no position.
+    #[inline]
     pub(super) fn read_entry(&self, handle: u32) -> Option<(RwLockReadGuard<'_, Bucket>, usize)> {
         loop {
             let loc = self.dir.loc(handle);
@@ -162,6 +167,7 @@ impl Shape {
     }
 }
 
+#[inline]
 pub(super) fn cold_of(u: &Update, cell: CellIndex) -> Cold {
     Cold {
         position: u.position,
@@ -174,6 +180,7 @@ pub(super) fn cold_of(u: &Update, cell: CellIndex) -> Cold {
 
 /// The slot and cold data of a new entry (`Offline` and default attributes unless the
 /// update says otherwise).
+#[inline]
 pub(super) fn new_slot(u: &Update, xyz: [f64; 3], handle: u32, cell: CellIndex) -> (Slot, Cold) {
     let packed = Packed::new(
         u.status.unwrap_or(Status::Offline),
@@ -191,6 +198,7 @@ pub(super) fn new_slot(u: &Update, xyz: [f64; 3], handle: u32, cell: CellIndex) 
 }
 
 /// The public view of a stored entry.
+#[inline]
 pub(super) fn entry_of(id: EntryId, packed: Packed, cold: &Cold) -> Entry {
     Entry {
         id,
