@@ -31,6 +31,7 @@ use anyhow::Context;
 use geomatch_common::ports::{Engagement, MoveObserver};
 use geomatch_common::service::every;
 use geomatch_common::{Deps, Part, ServiceInfo};
+use geomatch_index::{Filter, Kind};
 
 mod follower;
 mod ingest;
@@ -103,12 +104,27 @@ pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
     })
 }
 
-/// For a process that does not serve ingest: in Redis mode its index must still follow
-/// Redis (the follower task); nothing in embedded mode.
+/// For a process that does not serve ingest: its index must still follow Redis (the
+/// follower task, Redis mode) and let silent drivers go (every tenth of the TTL, at least
+/// every second, as ingest's own sweep does: a replica never offers a ride to a driver
+/// whose `offline` event it missed).
 pub fn follow(deps: &Deps) -> anyhow::Result<Part> {
+    let index = deps.index.clone();
+    let ttl_ms = (deps.settings.ingest.ttl_s * 1000) as i64;
+    let drivers = Filter::any().kind(Kind::Driver);
+    let every_ms = (deps.settings.ingest.ttl_s * 100).max(1000);
+    let expiry = every(
+        Duration::from_millis(every_ms),
+        deps.clock.clone(),
+        move |now| {
+            index.evict_older_than_where(now - ttl_ms, &drivers);
+            std::future::ready(())
+        },
+    );
+    let part = Part::new().task("local driver expiry", expiry);
     Ok(match Follower::of(deps, None)? {
-        Some(f) => Part::new().task("replica follower", f.run()),
-        None => Part::new(),
+        Some(f) => part.task("replica follower", f.run()),
+        None => part,
     })
 }
 
@@ -139,4 +155,59 @@ fn configure(cfg: &mut web::ServiceConfig, ingest: web::Data<Ingest>, hub: web::
 /// `GET /v1/location-ingest/info`: which service answered, which build.
 async fn info() -> web::Json<ServiceInfo> {
     web::Json(ServiceInfo::new(NAME, env!("CARGO_PKG_VERSION")))
+}
+
+#[cfg(test)]
+mod tests {
+    use geomatch_common::{Clock, Settings};
+    use geomatch_index::{EntryId, Position, Update};
+
+    use super::*;
+
+    fn put(deps: &Deps, id: &str, kind: Kind, at_ms: i64) {
+        deps.index
+            .upsert(&Update {
+                id: EntryId::parse(id).unwrap(),
+                kind,
+                position: Position::new(37.5, 127.0).unwrap(),
+                seq: None,
+                device_ts_ms: None,
+                received_at_ms: at_ms,
+                status: None,
+                attrs: None,
+            })
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_process_not_serving_ingest_still_lets_silent_drivers_go() {
+        let clock = Clock::manual(1_000_000);
+        let mut settings = Settings::default();
+        settings.ingest.ttl_s = 30;
+        let deps = Deps::new(settings, clock.clone()).unwrap();
+        put(&deps, "silent", Kind::Driver, 1_000_000);
+        put(&deps, "profile", Kind::Profile, 1_000_000);
+        let tasks: Vec<_> = follow(&deps)
+            .unwrap()
+            .take_tasks()
+            .into_iter()
+            .map(|(_, t)| tokio::spawn(t))
+            .collect();
+
+        clock.advance(29_000);
+        put(&deps, "talking", Kind::Driver, clock.now());
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(deps.index.len(), 3, "nobody is past the TTL yet");
+
+        clock.advance(2_000);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let left = |id: &str| deps.index.get(&EntryId::parse(id).unwrap()).is_some();
+        assert!(!left("silent"), "31 s silent with a 30 s TTL: gone");
+        assert!(left("talking"), "heard 2 s ago: stays");
+        assert!(
+            left("profile"),
+            "profiles leave on people nearby's clock, not this one"
+        );
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 }
