@@ -69,6 +69,7 @@ fn unit(ll: LatLng) -> [f64; 3] {
 
 /// The cell of `position` at `res`, where `xyz` is `position.to_unit()` and `previous` is
 /// the entry's cell before the move (if any, at the same resolution).
+#[inline]
 pub(crate) fn cell_after_move(
     position: &Position,
     xyz: &[f64; 3],

@@ -227,6 +227,7 @@ impl Index {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn nearest_in(
         &self,
         shape: &Shape,

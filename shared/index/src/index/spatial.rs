@@ -64,6 +64,7 @@ pub(super) struct Bucket {
 }
 
 impl Bucket {
+    #[inline]
     pub(super) fn push(&mut self, slot: Slot, cold: Cold) -> u32 {
         self.hot.push(slot);
         self.cold.push(cold);
