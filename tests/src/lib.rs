@@ -99,6 +99,22 @@ pub async fn spawn_replica(first: &TestApp, tune: impl FnOnce(&mut Settings)) ->
     app
 }
 
+/// A server in Redis mode on `redis` with only `services` mounted: one service's
+/// process of a split deployment, in this test process.
+pub async fn spawn_service(
+    redis: &std::sync::Arc<RedisServer>,
+    services: Services,
+    tune: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = test_settings();
+    settings.mode = Mode::Redis;
+    settings.redis.url = redis.url.clone();
+    tune(&mut settings);
+    let mut app = spawn_app_with(settings, services).await;
+    app.redis = Some(redis.clone());
+    app
+}
+
 /// Starts a server with every service mounted.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings(), Services::All).await
