@@ -90,13 +90,7 @@ pub async fn spawn_at(mode: Mode, clock: Clock, tune: impl FnOnce(&mut Settings)
 /// A second server (another replica) on the same Redis as `first`.
 pub async fn spawn_replica(first: &TestApp, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let redis = first.redis.clone().expect("a Redis-mode app");
-    let mut settings = test_settings();
-    settings.mode = Mode::Redis;
-    settings.redis.url = redis.url.clone();
-    tune(&mut settings);
-    let mut app = spawn_app_with(settings, Services::All).await;
-    app.redis = Some(redis);
-    app
+    spawn_service(&redis, Services::All, tune).await
 }
 
 /// A server in Redis mode on `redis` with only `services` mounted: one service's

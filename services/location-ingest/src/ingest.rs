@@ -163,11 +163,8 @@ impl Ingest {
             Verdict::Accepted { previous } => {
                 // Road speeds are learned from drivers only.
                 if let (Some(moves), Some(previous), Kind::Driver) = (&self.moves, previous, kind) {
-                    let dt_ms = match (previous.device_ts_ms, r.device_ts_ms) {
-                        (Some(a), Some(b)) => b - a,
-                        _ => now - previous.updated_at_ms,
-                    };
-                    moves.moved(&previous.position, &r.position, dt_ms as f64 / 1000.0, now);
+                    let dt_s = r.elapsed_ms(&previous, now) as f64 / 1000.0;
+                    moves.moved(&previous.position, &r.position, dt_s, now);
                 }
                 Ok(Outcome::Accepted)
             }

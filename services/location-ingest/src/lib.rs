@@ -166,16 +166,12 @@ mod tests {
 
     fn put(deps: &Deps, id: &str, kind: Kind, at_ms: i64) {
         deps.index
-            .upsert(&Update {
-                id: EntryId::parse(id).unwrap(),
+            .upsert(&Update::moved(
+                EntryId::parse(id).unwrap(),
                 kind,
-                position: Position::new(37.5, 127.0).unwrap(),
-                seq: None,
-                device_ts_ms: None,
-                received_at_ms: at_ms,
-                status: None,
-                attrs: None,
-            })
+                Position::new(37.5, 127.0).unwrap(),
+                at_ms,
+            ))
             .unwrap();
     }
 

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use geomatch_common::error::ErrorCode;
-use geomatch_index::{CoordError, Position, MAX_SEQ};
+use geomatch_index::{CoordError, EntryId, Kind, Position, Previous, Update, MAX_SEQ};
 use serde::{Deserialize, Serialize};
 
 /// The body of `PUT /v1/drivers/{id}/location` (and of a batch item, without the id, and
@@ -35,6 +35,26 @@ pub struct Report {
     pub heading_deg: Option<f64>,
     pub speed_mps: Option<f64>,
     pub accuracy_m: Option<f64>,
+}
+
+impl Report {
+    /// The index update this report makes for `id` of `kind`, received at `now`.
+    pub(crate) fn update(&self, id: &EntryId, kind: Kind, now: i64) -> Update {
+        Update {
+            seq: self.seq,
+            device_ts_ms: self.device_ts_ms,
+            ..Update::moved(id.clone(), kind, self.position, now)
+        }
+    }
+
+    /// Milliseconds from the stored state to this report: by device clocks when both have
+    /// one, else by server receive times.
+    pub(crate) fn elapsed_ms(&self, prev: &Previous, now: i64) -> i64 {
+        match (prev.device_ts_ms, self.device_ts_ms) {
+            (Some(a), Some(b)) => b - a,
+            _ => now - prev.updated_at_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

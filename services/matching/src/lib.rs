@@ -87,18 +87,12 @@ pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
         },
     ));
 
-    let sweeper = dispatcher.clone();
-    let sweeps = every(
-        Duration::from_millis(settings.sweep_interval_ms),
-        deps.clock.clone(),
-        move |now| {
-            let d = sweeper.clone();
-            async move {
-                if let Err(e) = d.sweep(now).await {
-                    tracing::warn!(error = %e, "dispatch sweep failed; retrying");
-                }
-            }
-        },
+    let sweeps = periodic(
+        &dispatcher,
+        deps,
+        settings.sweep_interval_ms,
+        "dispatch sweep failed; retrying",
+        |d, now| async move { d.sweep(now).await },
     );
     let routes = dispatcher.clone();
     let mut part = Part::new()
@@ -106,18 +100,12 @@ pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
         .openapi(openapi::paths(), openapi::schemas())
         .task("dispatch sweep", sweeps);
     if settings.batch_window_ms > 0 {
-        let batcher = dispatcher.clone();
-        let batches = every(
-            Duration::from_millis(settings.batch_window_ms),
-            deps.clock.clone(),
-            move |now| {
-                let d = batcher.clone();
-                async move {
-                    if let Err(e) = d.batch(now).await {
-                        tracing::warn!(error = %e, "batch assignment failed; retrying");
-                    }
-                }
-            },
+        let batches = periodic(
+            &dispatcher,
+            deps,
+            settings.batch_window_ms,
+            "batch assignment failed; retrying",
+            |d, now| async move { d.batch(now).await },
         );
         part = part.task("dispatch batches", batches);
     }
@@ -126,6 +114,34 @@ pub fn build(deps: &Deps, ports: Ports) -> anyhow::Result<Part> {
         part = part.task("dispatch engagement hints", follow);
     }
     Ok(part.merge(people::build(deps)?))
+}
+
+/// Runs `step` on the dispatcher every `interval_ms` of the process's clock, logging a
+/// failure as `failed` and trying again next time.
+fn periodic<F, Fut>(
+    dispatcher: &Arc<Dispatcher>,
+    deps: &Deps,
+    interval_ms: u64,
+    failed: &'static str,
+    step: F,
+) -> impl std::future::Future<Output = ()> + Send + 'static
+where
+    F: Fn(Arc<Dispatcher>, i64) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<usize, ride::DispatchError>> + Send + 'static,
+{
+    let dispatcher = dispatcher.clone();
+    every(
+        Duration::from_millis(interval_ms),
+        deps.clock.clone(),
+        move |now| {
+            let run = step(dispatcher.clone(), now);
+            async move {
+                if let Err(e) = run.await {
+                    tracing::warn!(error = %e, "{failed}");
+                }
+            }
+        },
+    )
 }
 
 /// Dispatch's hold on drivers, for location ingest: in Redis mode read from dispatch's

@@ -132,14 +132,7 @@ impl Part {
         self
     }
 
-    /// Registers the routes on one worker's app.
-    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
-        for routes in &self.routes {
-            routes(cfg);
-        }
-    }
-
-    /// The routes alone, shareable with every HTTP worker (take the tasks out first).
+    /// The routes alone, shareable with every HTTP worker.
     pub fn mounted(&self) -> Mounted {
         Mounted(self.routes.clone().into())
     }
@@ -157,15 +150,6 @@ impl Part {
     /// Takes the background tasks out, to spawn them.
     pub fn take_tasks(&mut self) -> Vec<(&'static str, Task)> {
         std::mem::take(&mut self.tasks)
-    }
-
-    /// Only the tasks: the routes and OpenAPI of a service this process builds as a
-    /// dependency but does not serve.
-    pub fn tasks_only(mut self) -> Part {
-        Part {
-            tasks: self.take_tasks(),
-            ..Part::default()
-        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use geomatch_common::config::IngestSettings;
 use geomatch_index::{
-    Attributes, Entry, EntryId, Filter, Index, IndexError, Kind, Previous, Status, Update, Upserted,
+    Attributes, Entry, EntryId, Filter, Index, IndexError, Kind, Previous, Status, Upserted,
 };
 
 use crate::model::{IngestError, Verdict};
@@ -55,11 +55,7 @@ impl MemoryStore {
         r: &Report,
         now: i64,
     ) -> Result<Verdict, IngestError> {
-        let update = Update {
-            seq: r.seq,
-            device_ts_ms: r.device_ts_ms,
-            ..Update::moved(id.clone(), kind, r.position, now)
-        };
+        let update = r.update(id, kind, now);
         let mut implied = 0.0;
         let upserted = self
             .index
@@ -119,10 +115,6 @@ impl MemoryStore {
 /// both have one, else by server receive times; at least one second apart, so GPS jitter
 /// between two close reports is never "fast".
 fn implied_speed_mps(prev: &Previous, r: &Report, now: i64) -> f64 {
-    let dt_ms = match (prev.device_ts_ms, r.device_ts_ms) {
-        (Some(a), Some(b)) => b - a,
-        _ => now - prev.updated_at_ms,
-    };
-    let dt_s = (dt_ms as f64 / 1000.0).max(1.0);
+    let dt_s = (r.elapsed_ms(prev, now) as f64 / 1000.0).max(1.0);
     prev.position.distance_m(&r.position) / dt_s
 }

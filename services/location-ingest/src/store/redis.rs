@@ -37,7 +37,7 @@ use std::sync::Arc;
 use geomatch_common::config::IngestSettings;
 use geomatch_common::redis::{query_pipe, Redis};
 use geomatch_index::{
-    cell_of, Attributes, Entry, EntryId, Filter, Index, Kind, Position, Resolution, Status, Update,
+    cell_of, Attributes, Entry, EntryId, Filter, Index, Kind, Position, Resolution, Status,
     Upserted,
 };
 use redis::Script;
@@ -473,12 +473,7 @@ impl RedisStore {
             if let Verdict::Accepted { previous } = v {
                 // Redis has ordered it; the local replica follows (its own ordering check
                 // only drops what the stream already delivered).
-                let update = Update {
-                    seq: r.seq,
-                    device_ts_ms: r.device_ts_ms,
-                    ..Update::moved(id.clone(), kind, r.position, now)
-                };
-                *previous = match self.index.upsert(&update) {
+                *previous = match self.index.upsert(&r.update(id, kind, now)) {
                     Ok(Upserted::Moved { previous }) => Some(previous),
                     _ => None,
                 };
